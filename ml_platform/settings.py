@@ -1,0 +1,92 @@
+"""Where the platform keeps its state, decided in one place from the environment.
+
+Locally everything lives under ``ML_PLATFORM_HOME`` (default ``./.ml_platform``): the Dagster
+instance, the MLflow backend and artifacts, the Feast registry and online store, parquet data and
+the audit log. Each location can point at a real engine instead (Postgres, an MLflow server, S3,
+Redis) through environment variables or resource configuration, without code changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+HOME_ENV = "ML_PLATFORM_HOME"
+DEPLOYMENT_ENV = "ML_PLATFORM_DEPLOYMENT"
+Deployment = Literal["local", "k8s"]
+
+
+def platform_home() -> Path:
+    """The absolute local state directory (``ML_PLATFORM_HOME``, default ``./.ml_platform``)."""
+    return Path(os.environ.get(HOME_ENV, ".ml_platform")).expanduser().resolve()
+
+
+def deployment() -> Deployment:
+    """The deployment the definitions are built for: ``local`` (default) or ``k8s``."""
+    value = os.environ.get(DEPLOYMENT_ENV, "local").strip().lower()
+    if value not in ("local", "k8s"):
+        raise ValueError(f"{DEPLOYMENT_ENV}={value!r} is not a deployment; use 'local' or 'k8s'")
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Locations and engines the platform library uses. Build with :meth:`from_env`.
+
+    Attributes:
+        home: local state directory.
+        data_root: root of parquet data (a local path or an fsspec URL such as ``s3://bucket/ml``).
+        artifact_root: where model checkpoints and evaluation files are written.
+        mlflow_tracking_uri: MLflow tracking (and registry) URI.
+        mlflow_artifact_root: default artifact location for new MLflow experiments.
+        feast_project: the Feast project all feature repositories are applied to.
+        feast_registry: path or URL of the Feast registry.
+        feast_offline_store: Feast offline store config (``type`` plus its options).
+        feast_online_store: Feast online store config (``type`` plus its options).
+        audit_url: SQLAlchemy URL of the audit log.
+    """
+
+    home: Path
+    data_root: str
+    artifact_root: str
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    feast_project: str = "ml_platform"
+    feast_registry: str = ""
+    feast_offline_store: dict[str, Any] = field(default_factory=lambda: {"type": "duckdb"})
+    feast_online_store: dict[str, Any] = field(default_factory=dict)
+    audit_url: str = ""
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> PlatformSettings:
+        """Settings from environment variables, with embedded defaults under the home."""
+        home = Path(overrides.pop("home", None) or platform_home())
+        env = os.environ.get
+        settings = cls(
+            home=home,
+            data_root=env("ML_PLATFORM_DATA_ROOT") or str(home / "data"),
+            artifact_root=env("ML_PLATFORM_ARTIFACT_ROOT") or str(home / "artifacts"),
+            mlflow_tracking_uri=env("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            mlflow_artifact_root=env("ML_PLATFORM_MLFLOW_ARTIFACT_ROOT")
+            or (home / "mlartifacts").as_uri(),
+            feast_project=env("ML_PLATFORM_FEAST_PROJECT") or "ml_platform",
+            feast_registry=env("ML_PLATFORM_FEAST_REGISTRY") or str(home / "feast" / "registry.db"),
+            feast_online_store={"type": "sqlite", "path": str(home / "feast" / "online.db")},
+            audit_url=env("ML_PLATFORM_AUDIT_URL") or f"sqlite:///{home / 'audit.db'}",
+        )
+        return replace(settings, **overrides)
+
+    def data_path(self, *parts: str) -> str:
+        """A path under the data root; absolute paths and URLs in ``parts[0]`` are kept."""
+        return _join(self.data_root, *parts)
+
+    def artifact_path(self, *parts: str) -> str:
+        return _join(self.artifact_root, *parts)
+
+
+def _join(root: str, *parts: str) -> str:
+    if parts and ("://" in parts[0] or parts[0].startswith("/")):
+        root, parts = parts[0], parts[1:]
+    return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]]) if parts else root
