@@ -153,7 +153,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         """A PyTorch model trained on the training set, registered as a new MLflow version."""
         from ml_platform.lifecycle import train_model
 
-        record = train_model(model, resolved, platform.settings(), context.run_id, context.log.info)
+        record = train_model(model, resolved, platform.settings(), context.run.run_id, context.log.info)
         return dg.MaterializeResult(
             metadata={
                 "model_version": record.version,
@@ -194,7 +194,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
         from ml_platform.lifecycle import promote
 
-        decision, version = promote(model, platform.settings(), context.run_id, context.log.info)
+        decision, version = promote(model, platform.settings(), context.run.run_id, context.log.info)
         return dg.MaterializeResult(
             metadata={
                 "promoted": decision.promote,
@@ -213,7 +213,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         """The newest data scored by the champion, with an audit record of what scored what."""
         from ml_platform.lifecycle import score
 
-        record = score(model, resolved, catalog, platform.settings(), context.run_id, context.log.info)
+        record = score(model, resolved, catalog, platform.settings(), context.run.run_id, context.log.info)
         return dg.MaterializeResult(
             metadata={
                 "rows": record.rows,

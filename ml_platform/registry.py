@@ -173,8 +173,8 @@ def log_model_version(
                 registered_model_name=model_name,
                 await_registration_for=60,
             )
-    version = info.registered_model_version
-    if version is None:
+    version = str(info.registered_model_version or "")
+    if not version:
         raise RuntimeError(f"MLflow did not register a version of '{model_name}'")
     client(settings).set_model_version_tag(
         model_name, str(version), "mlflow_run_id", training_run.run_id
@@ -187,7 +187,7 @@ def champion_version(settings: PlatformSettings, model_name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(settings).get_model_version_by_alias(model_name, CHAMPION_ALIAS).version
+        return str(client(settings).get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
     except MlflowException:
         return None
 
@@ -226,4 +226,4 @@ def load_model(settings: PlatformSettings, model_name: str, version: str) -> Tra
 
 def registered_versions(settings: PlatformSettings, model_name: str) -> list[str]:
     versions = client(settings).search_model_versions(f"name='{model_name}'")
-    return sorted((v.version for v in versions), key=int)
+    return sorted((str(v.version) for v in versions), key=int)

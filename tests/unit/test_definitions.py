@@ -1,0 +1,92 @@
+"""The code location: what it builds from the specs, and that loading it stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from ml_platform.definitions import build_definitions
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "feast", "great_expectations", "evidently", "mlflow")
+
+
+def test_loading_the_code_location_imports_no_heavy_module() -> None:
+    code = (
+        "import sys, json\n"
+        "import ml_platform.definitions as d\n"
+        "defs = d.defs()\n"
+        "defs.get_repository_def().get_all_jobs()\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(output.strip().splitlines()[-1]) == []
+
+
+def test_graph_follows_the_asset_key_contract(platform_home: Path) -> None:
+    defs = build_definitions(PROJECT_ROOT, spec_path="")
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    for asset in ("training_set", "model", "evaluation", "champion", "predictions"):
+        assert f"fraud_detection/{asset}" in keys
+    for view in ("customer_profile", "customer_activity", "merchant_profile", "merchant_activity"):
+        assert f"features/{view}" in keys
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["fraud_detection", "training_set"])).parent_keys}
+    assert parents == {
+        "sources/transactions",
+        "features/customer_profile",
+        "features/customer_activity",
+        "features/merchant_profile",
+        "features/merchant_activity",
+    }
+    assert defs.resolve_job_def("fraud_detection_training") is not None
+    assert defs.resolve_job_def("fraud_detection_scoring") is not None
+    schedule = defs.resolve_schedule_def("fraud_detection_retraining_schedule")
+    assert schedule.cron_schedule == "0 3 * * 1"
+
+
+def test_one_bad_spec_hides_no_other_model(
+    platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad_dir = tmp_path / "specs"
+    bad_dir.mkdir()
+    (bad_dir / "broken.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "kind": "model",
+                "name": "broken",
+                "owner": "x@example.com",
+                "task": "regression",
+                "features": {"views": ["no_such_view"]},
+                "label": {"source": "transactions", "column": "amount"},
+            }
+        )
+    )
+    defs = build_definitions(PROJECT_ROOT, spec_path=str(bad_dir))
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "fraud_detection/model" in keys
+    assert "invalid_specs/broken_0" in keys
+    placeholder = defs.resolve_assets_def(dg.AssetKey(["invalid_specs", "broken_0"]))
+    description = placeholder.specs_by_key[dg.AssetKey(["invalid_specs", "broken_0"])].description
+    assert "features.views[0]: unknown feature view 'no_such_view'" in (description or "")
+
+    monkeypatch.setenv("ML_PLATFORM_STRICT", "1")
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="no_such_view"):
+        build_definitions(PROJECT_ROOT, spec_path=str(bad_dir))
+
+
+def test_dagster_validates_the_workspace() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
+         "workspace.yaml"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
