@@ -6,7 +6,6 @@ For each model ``M``: ``M/training_set`` -> ``M/model`` -> ``M/evaluation`` -> `
 inside the bodies so that loading the code location stays fast.
 """
 
-
 from typing import Any
 
 import dagster as dg
@@ -51,9 +50,7 @@ def _generator_asset(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
             for source in repo.sources
         ],
     )
-    def generate_sources(
-        context: AssetExecutionContext, platform: PlatformResource
-    ) -> Any:
+    def generate_sources(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """Run the repo's data generator, writing every source's parquet file."""
         from ml_platform.generation import run_generator
 
@@ -112,7 +109,6 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
     resolved = catalog.resolved[model.name]
     name = model.name
     owners = [model.owner] if "@" in model.owner else []
-    common: dict[str, Any] = {"group_name": name, "owners": owners}
     label_source = model.label.source
     scoring_source = model.scoring.source or label_source
 
@@ -120,7 +116,8 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         key=model_key(name, "training_set"),
         deps=[source_key(label_source), *[feature_key(v) for v in resolved.feature_views]],
         kinds={"parquet", "feast"},
-        **common,
+        group_name=name,
+        owners=owners,
     )
     def training_set(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """Labels joined point-in-time with Feast features, split by time into train/val/test."""
@@ -147,13 +144,16 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         deps=[training_set],
         kinds={"pytorch", "mlflow"},
         tags={"ml_platform/compute_profile": model.compute.profile},
-        **common,
+        group_name=name,
+        owners=owners,
     )
     def trained_model(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """A PyTorch model trained on the training set, registered as a new MLflow version."""
         from ml_platform.lifecycle import train_model
 
-        record = train_model(model, resolved, platform.settings(), context.run.run_id, context.log.info)
+        record = train_model(
+            model, resolved, platform.settings(), context.run.run_id, context.log.info
+        )
         return dg.MaterializeResult(
             metadata={
                 "model_version": record.version,
@@ -170,7 +170,13 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
             }
         )
 
-    @dg.asset(key=model_key(name, "evaluation"), deps=[trained_model], kinds={"mlflow"}, **common)
+    @dg.asset(
+        key=model_key(name, "evaluation"),
+        deps=[trained_model],
+        kinds={"mlflow"},
+        group_name=name,
+        owners=owners,
+    )
     def evaluation(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """Test-split metrics, per-slice metrics, and the champion's metrics on the same rows."""
         from ml_platform.lifecycle import evaluate_model
@@ -189,12 +195,20 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
             )
         return dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset(key=model_key(name, "champion"), deps=[evaluation], kinds={"mlflow"}, **common)
+    @dg.asset(
+        key=model_key(name, "champion"),
+        deps=[evaluation],
+        kinds={"mlflow"},
+        group_name=name,
+        owners=owners,
+    )
     def champion(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
         from ml_platform.lifecycle import promote
 
-        decision, version = promote(model, platform.settings(), context.run.run_id, context.log.info)
+        decision, version = promote(
+            model, platform.settings(), context.run.run_id, context.log.info
+        )
         return dg.MaterializeResult(
             metadata={
                 "promoted": decision.promote,
@@ -205,15 +219,22 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         key=model_key(name, "predictions"),
-        deps=[champion, source_key(scoring_source), *[feature_key(v) for v in resolved.feature_views]],
+        deps=[
+            champion,
+            source_key(scoring_source),
+            *[feature_key(v) for v in resolved.feature_views],
+        ],
         kinds={"parquet"},
-        **common,
+        group_name=name,
+        owners=owners,
     )
     def predictions(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """The newest data scored by the champion, with an audit record of what scored what."""
         from ml_platform.lifecycle import score
 
-        record = score(model, resolved, catalog, platform.settings(), context.run.run_id, context.log.info)
+        record = score(
+            model, resolved, catalog, platform.settings(), context.run.run_id, context.log.info
+        )
         return dg.MaterializeResult(
             metadata={
                 "rows": record.rows,
@@ -249,8 +270,10 @@ def _invalid_spec_asset(error: SpecError, index: int) -> dg.AssetsDefinition:
         key=dg.AssetKey(["invalid_specs", f"{safe}_{index}"]),
         group_name="invalid_specs",
         description=f"INVALID SPEC - fix it to build its assets.\n\n```\n{error}\n```",
-        metadata={"spec_file": error.path, "errors": dg.MetadataValue.md("\n".join(
-            f"- {p}" for p in error.problems))},
+        metadata={
+            "spec_file": error.path,
+            "errors": dg.MetadataValue.md("\n".join(f"- {p}" for p in error.problems)),
+        },
     )
     def invalid_spec() -> None:
         raise dg.Failure(description=str(error))

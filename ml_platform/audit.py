@@ -1,10 +1,10 @@
-"""Append-only audit trail of what the platform did to each model (SQLAlchemy: SQLite or Postgres)."""
+"""Append-only audit trail of what the platform did to each model (SQLite or Postgres)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,7 +60,7 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> AuditEvent:
         event = AuditEvent(
-            recorded_at=datetime.now(timezone.utc),
+            recorded_at=datetime.now(UTC),
             model=model,
             action=action,
             model_version=model_version,

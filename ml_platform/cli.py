@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ml_platform.settings import HOME_ENV, platform_home
-from ml_platform.spec import NAME_PATTERN, SpecError, load_catalog, discover_spec_files
+from ml_platform.spec import NAME_PATTERN, SpecError, discover_spec_files, load_catalog
 
 DEMO_ROWS_ENV = "ML_PLATFORM_DEMO_ROWS"
 
@@ -42,7 +42,7 @@ retraining: {{schedule: "0 3 * * 1"}}
 """
 
 
-def _catalog_with(paths: list[Path]):  # noqa: ANN202 - returns ml_platform.spec.Catalog
+def _catalog_with(paths: list[Path]):
     files = discover_spec_files(Path.cwd())
     for path in paths:
         files += sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
@@ -139,8 +139,10 @@ def demo(models: list[str] | None, rows: int | None) -> int:
                 instance=instance, raise_on_error=False
             )
             seconds = time.perf_counter() - started
-            print(f"\n{job_name}: {'succeeded' if result.success else 'FAILED'} "
-                  f"in {seconds:.1f}s (run {result.run_id})")
+            print(
+                f"\n{job_name}: {'succeeded' if result.success else 'FAILED'} "
+                f"in {seconds:.1f}s (run {result.run_id})"
+            )
             for step, step_seconds in _step_durations(instance, result.run_id):
                 print(f"  {step:<45} {step_seconds:8.1f}s")
             if not result.success:
@@ -151,15 +153,26 @@ def demo(models: list[str] | None, rows: int | None) -> int:
 
         champion = champion_version(settings, name)
         print(f"\n{name}: champion version {champion} (evaluated version {evaluation.version})")
-        for metric in ("roc_auc", "pr_auc", "precision", "recall", "f1", "calibration_error",
-                       "accuracy", "macro_f1", "rmse", "mae", "r2"):
+        for metric in (
+            "roc_auc",
+            "pr_auc",
+            "precision",
+            "recall",
+            "f1",
+            "calibration_error",
+            "accuracy",
+            "macro_f1",
+            "rmse",
+            "mae",
+            "r2",
+        ):
             if metric in evaluation.metrics:
                 print(f"  test {metric:<18} {evaluation.metrics[metric]:.4f}")
     print("\nSee the runs in the Dagster UI: make dev   |   MLflow UI: make mlflow")
     return status
 
 
-def _step_durations(instance, run_id: str) -> list[tuple[str, float]]:  # noqa: ANN001
+def _step_durations(instance, run_id: str) -> list[tuple[str, float]]:
     import dagster as dg
 
     stats = instance.get_run_step_stats(run_id)
@@ -173,7 +186,9 @@ def _step_durations(instance, run_id: str) -> list[tuple[str, float]]:  # noqa: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the example end to end on embedded defaults")
+    demo_parser = commands.add_parser(
+        "demo", help="run the example end to end on embedded defaults"
+    )
     demo_parser.add_argument("--model", action="append", help="model to run (default: all)")
     demo_parser.add_argument(
         "--rows", type=int, help=f"rows of generated data (sets {DEMO_ROWS_ENV}; e.g. 1000000)"

@@ -12,11 +12,24 @@ from typing import Any
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPOT_TOLERATIONS = [
-    {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
-    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
-     "effect": "NoSchedule"},
-    {"key": "eks.amazonaws.com/capacityType", "operator": "Equal", "value": "SPOT",
-     "effect": "NoSchedule"},
+    {
+        "key": "cloud.google.com/gke-spot",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoSchedule",
+    },
+    {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    },
+    {
+        "key": "eks.amazonaws.com/capacityType",
+        "operator": "Equal",
+        "value": "SPOT",
+        "effect": "NoSchedule",
+    },
 ]
 
 
@@ -77,11 +90,30 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
         _gpu("gpu-t4", "Tesla-T4", cpu="4", memory="16Gi", spot=True),
         _gpu("gpu-a100", "NVIDIA-A100-SXM4-40GB", cpu="12", memory="85Gi"),
         _gpu("gpu-h100", "NVIDIA-H100-80GB-HBM3", cpu="16", memory="120Gi"),
-        _gpu("gpu-h100-x4", "NVIDIA-H100-80GB-HBM3", count=4, cpu="64", memory="480Gi",
-             shared_memory="64Gi"),
-        _gpu("mig-1g.10gb", "NVIDIA-H100-80GB-HBM3", cpu="2", memory="12Gi",
-             gpu_resource="nvidia.com/mig-1g.10gb", pool="mig-1g-10gb", shared_memory="2Gi"),
-        _gpu("mig-3g.40gb", "NVIDIA-H100-80GB-HBM3", cpu="8", memory="48Gi",
-             gpu_resource="nvidia.com/mig-3g.40gb", pool="mig-3g-40gb"),
+        _gpu(
+            "gpu-h100-x4",
+            "NVIDIA-H100-80GB-HBM3",
+            count=4,
+            cpu="64",
+            memory="480Gi",
+            shared_memory="64Gi",
+        ),
+        _gpu(
+            "mig-1g.10gb",
+            "NVIDIA-H100-80GB-HBM3",
+            cpu="2",
+            memory="12Gi",
+            gpu_resource="nvidia.com/mig-1g.10gb",
+            pool="mig-1g-10gb",
+            shared_memory="2Gi",
+        ),
+        _gpu(
+            "mig-3g.40gb",
+            "NVIDIA-H100-80GB-HBM3",
+            cpu="8",
+            memory="48Gi",
+            gpu_resource="nvidia.com/mig-3g.40gb",
+            pool="mig-3g-40gb",
+        ),
     )
 }

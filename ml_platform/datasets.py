@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform import storage
@@ -62,7 +62,8 @@ def snapshot_id(frame: pd.DataFrame) -> str:
 
     digest = hashlib.sha256()
     digest.update(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    hashes = pd.util.hash_pandas_object(frame, index=False)  # pyright: ignore[reportAttributeAccessIssue]
+    digest.update(hashes.to_numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -94,6 +95,8 @@ def time_split(
 
     Cut points are timestamps, so rows sharing a timestamp never straddle two splits.
     """
+    import pandas as pd
+
     ordered = frame.sort_values(timestamp_column, kind="stable").reset_index(drop=True)
     times = ordered[timestamp_column]
     train_end = times.quantile(1 - validation_fraction - test_fraction)
@@ -109,7 +112,7 @@ def time_split(
                 f"the {name} split is empty ({len(frame)} labelled rows between "
                 f"{times.min()} and {times.max()}); add data or change split fractions"
             )
-    return {name: part.reset_index(drop=True) for name, part in splits.items()}
+    return {name: pd.DataFrame(part).reset_index(drop=True) for name, part in splits.items()}
 
 
 def build_training_set(
@@ -131,16 +134,14 @@ def build_training_set(
         available = pd.to_datetime(labels[spec.label.available_at_column], utc=True)
         mature = available <= as_of
         excluded = int((~mature).sum())
-        labels = labels[mature].drop(columns=[spec.label.available_at_column])
+        labels = pd.DataFrame(labels[mature]).drop(columns=[spec.label.available_at_column])
     joined = historical_features(settings, labels, resolved.feature_refs, timestamp)
     if len(joined) != len(labels):
         raise RuntimeError(
             f"the feature join returned {len(joined)} rows for {len(labels)} label rows; "
             "every label row must survive the join (check the Feast offline store)"
         )
-    splits = time_split(
-        joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction
-    )
+    splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     snapshot = snapshot_id(joined.sort_values([timestamp, *resolved.entity_columns]))
     directory = f"{training_set_root(settings, spec.name)}/{snapshot}"
     for name, part in splits.items():
@@ -167,7 +168,7 @@ def build_training_set(
         categorical=resolved.categorical,
         label=label,
         timestamp_column=timestamp,
-        created_at=datetime.now(timezone.utc).isoformat(),
+        created_at=datetime.now(UTC).isoformat(),
     )
     storage.write_json(f"{directory}/manifest.json", manifest.to_dict())
     storage.write_pointer(training_set_root(settings, spec.name), manifest.to_dict())
@@ -209,6 +210,6 @@ def build_scoring_set(
     frame = pd.read_parquet(source_path(settings, source.path), columns=[*identifiers, *keep])
     frame[timestamp] = pd.to_datetime(frame[timestamp], utc=True)
     newest = frame[timestamp].max()
-    recent = frame[frame[timestamp] > newest - parse_duration(spec.scoring.window)]
+    recent = pd.DataFrame(frame[frame[timestamp] > newest - parse_duration(spec.scoring.window)])
     joined = historical_features(settings, recent, resolved.feature_refs, timestamp)
     return joined.rename(columns={timestamp: resolved.timestamp_column})

@@ -59,7 +59,9 @@ def _executor() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-def build_definitions(project_root: Path = PROJECT_ROOT, spec_path: str | None = None) -> dg.Definitions:
+def build_definitions(
+    project_root: Path = PROJECT_ROOT, spec_path: str | None = None
+) -> dg.Definitions:
     """Build the Definitions from the specs under ``project_root`` and ``ML_PLATFORM_SPEC_PATH``."""
     catalog = load_project(project_root, spec_path)
     for error in catalog.errors:

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(
+    y_true: np.ndarray, probability: np.ndarray, bins: int = 10
+) -> float:
     """Weighted mean gap between predicted probability and observed rate over equal-width bins."""
     import numpy as np
 
@@ -48,7 +50,10 @@ def compute_metrics(
         predicted = (probability >= threshold).astype(int)
         both_classes = len(np.unique(y_true)) == 2
         precision, recall, f1, _ = metrics.precision_recall_fscore_support(
-            y_true, predicted, average="binary", zero_division=0
+            y_true,
+            predicted,
+            average="binary",
+            zero_division=0.0,  # pyright: ignore[reportArgumentType]
         )
         result |= {
             "roc_auc": metrics.roc_auc_score(y_true, probability) if both_classes else math.nan,
@@ -68,7 +73,12 @@ def compute_metrics(
         predicted = probability.argmax(axis=1)
         result |= {
             "accuracy": metrics.accuracy_score(y_true, predicted),
-            "macro_f1": metrics.f1_score(y_true, predicted, average="macro", zero_division=0),
+            "macro_f1": metrics.f1_score(
+                y_true,
+                predicted,
+                average="macro",
+                zero_division=0.0,  # pyright: ignore[reportArgumentType]
+            ),
             "log_loss": metrics.log_loss(
                 y_true, np.clip(probability, 1e-7, 1), labels=list(range(probability.shape[1]))
             ),
@@ -164,7 +174,8 @@ def decide_promotion(report: EvaluationReport, spec: ModelSpec) -> PromotionDeci
     champion = report.champion_metrics.get(metric, math.nan)
     if math.isnan(champion):
         return PromotionDecision(
-            True, [f"champion v{report.champion_version} {metric} undefined; challenger {value:.4f}"]
+            True,
+            [f"champion v{report.champion_version} {metric} undefined; challenger {value:.4f}"],
         )
     gain = value - champion if higher_is_better(metric) else champion - value
     needed = spec.promotion.min_improvement

@@ -8,7 +8,7 @@ entity row and is about 3x faster than the dask ``file`` store at 1M rows).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.settings import PlatformSettings
@@ -54,12 +54,21 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
     from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
     feast_types = {
-        "int64": Int64, "int32": Int32, "float64": Float64, "float32": Float32,
-        "string": String, "bool": Bool, "timestamp": UnixTimestamp,
+        "int64": Int64,
+        "int32": Int32,
+        "float64": Float64,
+        "float32": Float32,
+        "string": String,
+        "bool": Bool,
+        "timestamp": UnixTimestamp,
     }
     value_types = {
-        "int64": ValueType.INT64, "int32": ValueType.INT32, "string": ValueType.STRING,
-        "float64": ValueType.DOUBLE, "float32": ValueType.FLOAT, "bool": ValueType.BOOL,
+        "int64": ValueType.INT64,
+        "int32": ValueType.INT32,
+        "string": ValueType.STRING,
+        "float64": ValueType.DOUBLE,
+        "float32": ValueType.FLOAT,
+        "bool": ValueType.BOOL,
     }
     sources = {
         s.name: FileSource(
@@ -76,8 +85,12 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
     for entity in spec.entities:
         # The value type comes from the first source that declares the join key.
         key_type = next(
-            (s.columns[entity.join_keys[0]] for s in spec.sources
-             if entity.join_keys[0] in s.columns), "int64",
+            (
+                s.columns[entity.join_keys[0]]
+                for s in spec.sources
+                if entity.join_keys[0] in s.columns
+            ),
+            "int64",
         )
         entities[entity.name] = Entity(
             name=entity.name,
@@ -129,7 +142,7 @@ class ViewSummary:
     def freshness(self, now: datetime | None = None) -> timedelta | None:
         if self.last_timestamp is None:
             return None
-        return (now or datetime.now(timezone.utc)) - self.last_timestamp
+        return (now or datetime.now(UTC)) - self.last_timestamp
 
 
 def materialize_feature_view(
@@ -180,8 +193,8 @@ def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def historical_features(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform import datasets, registry, storage
@@ -171,7 +171,7 @@ def train_model(
         if result.resumed_from_epoch is not None:
             log(f"resumed from checkpoint at epoch {result.resumed_from_epoch}")
         version = registry.log_model_version(
-            run, result.model, spec.name, train_frame[resolved.model_inputs]
+            run, result.model, spec.name, train_frame.loc[:, resolved.model_inputs]
         )
     if not storage.is_url(checkpoint_dir):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -188,7 +188,7 @@ def train_model(
         samples_per_second=result.samples_per_second,
         device=result.device,
         validation_loss=float(best.get("validation_loss", float("nan"))),
-        trained_at=datetime.now(timezone.utc).isoformat(),
+        trained_at=datetime.now(UTC).isoformat(),
     )
     storage.write_pointer(model_root(settings, spec.name, "model"), record.to_dict())
     AuditLog(settings.audit_url).record(
@@ -206,7 +206,9 @@ def train_model(
 def current_model(settings: PlatformSettings, model: str) -> ModelRecord:
     record = storage.read_pointer(model_root(settings, model, "model"))
     if record is None:
-        raise FileNotFoundError(f"model '{model}' has no trained version; materialize '{model}/model'")
+        raise FileNotFoundError(
+            f"model '{model}' has no trained version; materialize '{model}/model'"
+        )
     return ModelRecord(**record)
 
 
@@ -242,7 +244,12 @@ def evaluate_model(
         metrics = compute_metrics(spec.task, truth, prediction, threshold)
         metrics["latency_ms_per_1k_rows"] = 1000 * seconds / max(len(test), 1) * 1000
         slices = slice_metrics(
-            spec.task, test, truth, prediction, spec.evaluation.slices, threshold,
+            spec.task,
+            test,
+            truth,
+            prediction,
+            spec.evaluation.slices,
+            threshold,
             spec.evaluation.min_slice_rows,
         )
         return metrics, slices
@@ -277,7 +284,9 @@ def evaluate_model(
 def current_evaluation(settings: PlatformSettings, model: str) -> EvaluationReport:
     record = storage.read_pointer(model_root(settings, model, "evaluation"))
     if record is None:
-        raise FileNotFoundError(f"model '{model}' has no evaluation; materialize '{model}/evaluation'")
+        raise FileNotFoundError(
+            f"model '{model}' has no evaluation; materialize '{model}/evaluation'"
+        )
     return EvaluationReport.from_dict(record)
 
 
@@ -301,7 +310,10 @@ def promote(
         settings,
         spec.name,
         report.version,
-        {"ml_platform.promotion": action, "ml_platform.promotion_reason": "; ".join(decision.reasons)},
+        {
+            "ml_platform.promotion": action,
+            "ml_platform.promotion_reason": "; ".join(decision.reasons),
+        },
     )
     AuditLog(settings.audit_url).record(
         spec.name,
@@ -348,7 +360,7 @@ def score(
     model = registry.load_model(settings, spec.name, version)
     frame = datasets.build_scoring_set(spec, resolved, catalog, settings)
     prediction = model.predict(frame)
-    scored_at = datetime.now(timezone.utc)
+    scored_at = datetime.now(UTC)
     output = frame.drop(columns=[c for c in resolved.model_inputs if c in frame.columns])
     if prediction.ndim == 2:
         for i in range(prediction.shape[1]):

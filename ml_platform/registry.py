@@ -45,7 +45,10 @@ def code_version() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         return f"{sha}+dirty" if dirty else sha
     except (OSError, subprocess.CalledProcessError):
@@ -204,7 +207,9 @@ def version_tags(settings: PlatformSettings, model_name: str, version: str) -> d
     return {**run_tags, **model_version.tags}
 
 
-def tag_version(settings: PlatformSettings, model_name: str, version: str, tags: dict[str, str]) -> None:
+def tag_version(
+    settings: PlatformSettings, model_name: str, version: str, tags: dict[str, str]
+) -> None:
     mlflow_client = client(settings)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(model_name, version, key, str(value)[:5000])

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
-import mlflow.pyfunc
+from mlflow.models import set_model
+from mlflow.pyfunc.model import PythonModel
 
 
-class PlatformModel(mlflow.pyfunc.PythonModel):
+class PlatformModel(PythonModel):
     """Scores a DataFrame of model inputs with a model trained by ``ml_platform.training``."""
 
     def load_context(self, context: Any) -> None:
@@ -25,8 +25,8 @@ class PlatformModel(mlflow.pyfunc.PythonModel):
 
         prediction = self.model.predict(model_input)
         if prediction.ndim == 2:
-            return pd.DataFrame(prediction, columns=[f"p_{i}" for i in range(prediction.shape[1])])
+            return pd.DataFrame({f"p_{i}": prediction[:, i] for i in range(prediction.shape[1])})
         return pd.DataFrame({"prediction": prediction})
 
 
-mlflow.models.set_model(PlatformModel())
+set_model(PlatformModel())

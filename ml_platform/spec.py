@@ -138,7 +138,9 @@ class FeatureRepoSpec(_Strict):
             ("feature service", [s.name for s in self.feature_services]),
         ):
             for duplicate in sorted({n for n in names if names.count(n) > 1}):
-                problems.append(f"{kind} name '{duplicate}' is declared twice; names must be unique")
+                problems.append(
+                    f"{kind} name '{duplicate}' is declared twice; names must be unique"
+                )
         for i, view in enumerate(self.feature_views):
             where = f"feature_views[{i}] ('{view.name}')"
             source = sources.get(view.source)
@@ -148,7 +150,9 @@ class FeatureRepoSpec(_Strict):
             for entity_name in view.entities:
                 entity = entities.get(entity_name)
                 if entity is None:
-                    problems.append(f"{where}.entities: {_unknown('entity', entity_name, entities)}")
+                    problems.append(
+                        f"{where}.entities: {_unknown('entity', entity_name, entities)}"
+                    )
                     continue
                 for key in entity.join_keys:
                     if key not in source.columns:
@@ -199,21 +203,21 @@ class LabelSpec(_Strict):
 
 class SplitSpec(_Strict):
     method: Literal["time"] = "time"
-    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
 
 
 class ArchitectureSpec(_Strict):
-    architecture: str = Field("mlp", pattern=r"^(mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+    architecture: str = Field(default="mlp", pattern=r"^(mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(4096, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    early_stopping_patience: int = Field(3, ge=1)
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=4096, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.0, ge=0)
+    early_stopping_patience: int = Field(default=3, ge=1)
     seed: int = 7
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
@@ -249,15 +253,15 @@ LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "rmse", "mae"})
 
 
 class EvaluationSpec(_Strict):
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
     primary_metric: Metric | None = None
     slices: list[str] = Field(default_factory=list)
-    min_slice_rows: int = Field(30, ge=1)
+    min_slice_rows: int = Field(default=30, ge=1)
 
 
 class PromotionSpec(_Strict):
     # The challenger must beat the champion on evaluation.primary_metric by at least this much.
-    min_improvement: float = Field(0.0, ge=0)
+    min_improvement: float = Field(default=0.0, ge=0)
 
 
 class ScoringSpec(_Strict):
@@ -285,14 +289,14 @@ class ModelSpec(_Strict):
     task: Task
     features: FeatureSelection
     label: LabelSpec
-    split: SplitSpec = SplitSpec()
-    model: ArchitectureSpec = ArchitectureSpec()
-    training: TrainingSpec = TrainingSpec()
-    compute: ComputeSpec = ComputeSpec()
-    evaluation: EvaluationSpec = EvaluationSpec()
-    promotion: PromotionSpec = PromotionSpec()
-    scoring: ScoringSpec = ScoringSpec()
-    retraining: RetrainingSpec = RetrainingSpec()
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
 
     @property
     def primary_metric(self) -> str:
@@ -423,7 +427,7 @@ def read_spec_file(path: str | Path) -> FeatureRepoSpec | ModelSpec | None:
     if not isinstance(document, dict) or "kind" not in document:
         return None
     kind = document.get("kind")
-    spec_class = {"model": ModelSpec, "features": FeatureRepoSpec}.get(kind)
+    spec_class = {"model": ModelSpec, "features": FeatureRepoSpec}.get(str(kind))
     if spec_class is None:
         raise SpecError(path, [f"kind: unknown kind {kind!r}; use 'model' or 'features'"])
     try:
@@ -541,8 +545,16 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ResolvedFeatures:
     if spec.scoring.source and spec.scoring.source not in sources:
         problems.append(f"scoring.source: {_unknown('source', spec.scoring.source, sources)}")
     task_metrics = {
-        "binary_classification": {"roc_auc", "pr_auc", "precision", "recall", "f1", "accuracy",
-                                  "log_loss", "calibration_error"},
+        "binary_classification": {
+            "roc_auc",
+            "pr_auc",
+            "precision",
+            "recall",
+            "f1",
+            "accuracy",
+            "log_loss",
+            "calibration_error",
+        },
         "multiclass_classification": {"accuracy", "macro_f1", "log_loss"},
         "regression": {"rmse", "mae", "r2"},
     }[spec.task]
@@ -575,8 +587,13 @@ def load_catalog(files: Iterable[Path]) -> Catalog:
         if isinstance(spec, FeatureRepoSpec):
             if spec.name in catalog.feature_repos:
                 catalog.errors.append(
-                    SpecError(path, [f"name: feature repo '{spec.name}' is also declared in "
-                                     f"'{catalog.paths[spec.name]}'; names must be unique"])
+                    SpecError(
+                        path,
+                        [
+                            f"name: feature repo '{spec.name}' is also declared in "
+                            f"'{catalog.paths[spec.name]}'; names must be unique"
+                        ],
+                    )
                 )
                 continue
             catalog.feature_repos[spec.name] = spec
@@ -587,8 +604,13 @@ def load_catalog(files: Iterable[Path]) -> Catalog:
     for path, spec in models:
         if spec.name in catalog.models:
             catalog.errors.append(
-                SpecError(path, [f"name: model '{spec.name}' is also declared in "
-                                 f"'{catalog.paths[spec.name]}'; model names must be unique"])
+                SpecError(
+                    path,
+                    [
+                        f"name: model '{spec.name}' is also declared in "
+                        f"'{catalog.paths[spec.name]}'; model names must be unique"
+                    ],
+                )
             )
             continue
         try:
@@ -610,10 +632,13 @@ def _check_repos_disjoint(catalog: Catalog) -> None:
         clash = next((n for n in names if n in seen), None)
         if clash:
             catalog.errors.append(
-                SpecError(catalog.paths[repo_name], [
-                    f"{clash[0]} '{clash[1]}' is also declared in feature repo "
-                    f"'{seen[clash]}'; Feast names are global, rename one"
-                ])
+                SpecError(
+                    catalog.paths[repo_name],
+                    [
+                        f"{clash[0]} '{clash[1]}' is also declared in feature repo "
+                        f"'{seen[clash]}'; Feast names are global, rename one"
+                    ],
+                )
             )
             del catalog.feature_repos[repo_name]
             continue

@@ -914,7 +914,7 @@ def _save_to(payload: dict[str, Any], path: Path) -> None:
     torch.save(payload, path)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Has `write` fill a temporary file beside `path`, then renames it into place.
 
     A reader, or a run resumed after a crash, sees the old file or the new one, never half of one.
