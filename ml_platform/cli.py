@@ -12,6 +12,7 @@ from ml_platform.settings import HOME_ENV, platform_home
 from ml_platform.spec import NAME_PATTERN, SpecError, discover_spec_files, load_catalog
 
 DEMO_ROWS_ENV = "ML_PLATFORM_DEMO_ROWS"
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 INIT_TEMPLATE = """\
 # Model spec for '{name}'. Validate with: ml-platform validate {path}
@@ -109,8 +110,13 @@ def demo(models: list[str] | None, rows: int | None) -> int:
     os.environ.setdefault(HOME_ENV, str(home))
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if rows is not None:
         os.environ[DEMO_ROWS_ENV] = str(rows)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     import dagster as dg
 
@@ -135,8 +141,8 @@ def demo(models: list[str] | None, rows: int | None) -> int:
     for name in names:
         for job_name in (training_job_name(name), scoring_job_name(name)):
             started = time.perf_counter()
-            result = definitions.get_job_def(job_name).execute_in_process(
-                instance=instance, raise_on_error=False
+            result = definitions.resolve_job_def(job_name).execute_in_process(
+                instance=instance, raise_on_error=False, run_config=QUIET
             )
             seconds = time.perf_counter() - started
             print(

@@ -23,7 +23,11 @@ def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     (home / "dagster").mkdir()
-    for name in ("MLFLOW_TRACKING_URI", "ML_PLATFORM_DATA_ROOT", "ML_PLATFORM_SPEC_PATH",
-                 "ML_PLATFORM_DEPLOYMENT"):
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "ML_PLATFORM_DATA_ROOT",
+        "ML_PLATFORM_SPEC_PATH",
+        "ML_PLATFORM_DEPLOYMENT",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home

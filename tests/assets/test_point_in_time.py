@@ -81,9 +81,7 @@ def test_no_feature_value_from_after_the_label_leaks_in(settings: PlatformSettin
     # Labels exactly at a feature row's timestamp and one second before it: the boundary cases.
     exact = stats.sample(300, random_state=1)[["customer_id", "event_timestamp"]]
     before = exact.assign(event_timestamp=exact["event_timestamp"] - SECOND)
-    labels = pd.concat(
-        [labels, exact.assign(label=1), before.assign(label=0)], ignore_index=True
-    )
+    labels = pd.concat([labels, exact.assign(label=1), before.assign(label=0)], ignore_index=True)
     apply_feature_repo(stats_repo(), settings)
 
     joined = historical_features(
@@ -102,14 +100,18 @@ def test_no_feature_value_from_after_the_label_leaks_in(settings: PlatformSettin
     assert (feature_epoch[has] <= label_epoch[has]).all(), "a feature from the future leaked in"
     assert (label_epoch[has] - feature_epoch[has] <= 3 * 86400).all(), "TTL not applied"
     # Brute force: the newest feature row at or before each label, within the TTL.
-    expected = pd.merge_asof(
-        labels.reset_index().sort_values("event_timestamp"),
-        stats.sort_values("event_timestamp"),
-        on="event_timestamp",
-        by="customer_id",
-        tolerance=pd.Timedelta(days=3),
-        allow_exact_matches=True,
-    ).set_index("index").sort_index()
+    expected = (
+        pd.merge_asof(
+            labels.reset_index().sort_values("event_timestamp"),
+            stats.sort_values("event_timestamp"),
+            on="event_timestamp",
+            by="customer_id",
+            tolerance=pd.Timedelta(days=3),
+            allow_exact_matches=True,
+        )
+        .set_index("index")
+        .sort_index()
+    )
     np.testing.assert_array_equal(
         joined["stat_epoch"].fillna(-1).to_numpy(), expected["stat_epoch"].fillna(-1).to_numpy()
     )
@@ -134,21 +136,30 @@ def test_same_day_aggregates_never_reach_earlier_payments(settings: PlatformSett
         settings, payments, ["customer_activity:txn_count_7d"], "event_timestamp"
     )
     stats = frames["customer_daily_stats"]
-    expected = pd.merge_asof(
-        payments.reset_index().sort_values("event_timestamp"),
-        stats.sort_values("event_timestamp")[["customer_id", "event_timestamp", "txn_count_7d"]],
-        on="event_timestamp",
-        by="customer_id",
-        tolerance=pd.Timedelta(days=7),
-    ).set_index("index").sort_index()
+    expected = (
+        pd.merge_asof(
+            payments.reset_index().sort_values("event_timestamp"),
+            stats.sort_values("event_timestamp")[
+                ["customer_id", "event_timestamp", "txn_count_7d"]
+            ],
+            on="event_timestamp",
+            by="customer_id",
+            tolerance=pd.Timedelta(days=7),
+        )
+        .set_index("index")
+        .sort_index()
+    )
     assert len(joined) == len(payments)
     np.testing.assert_array_equal(
         joined["txn_count_7d"].fillna(-1).to_numpy(), expected["txn_count_7d"].fillna(-1).to_numpy()
     )
     # The leak this guards against is real in the data: most payments have a stats row of
     # their own day (stamped after them), which the join must skip.
-    own_day = payments.assign(event_timestamp=payments["event_timestamp"].dt.floor("D")
-                              + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1))
+    own_day = payments.assign(
+        event_timestamp=payments["event_timestamp"].dt.floor("D")
+        + pd.Timedelta(days=1)
+        - pd.Timedelta(microseconds=1)
+    )
     has_own_day_row = own_day.merge(stats, on=["customer_id", "event_timestamp"], how="left")
     assert has_own_day_row["txn_count_7d"].notna().mean() > 0.9
 

@@ -26,7 +26,9 @@ def small_example(platform_home: Path, monkeypatch: pytest.MonkeyPatch) -> dg.De
     return build_definitions(PROJECT_ROOT, spec_path="")
 
 
-def run_job(defs: dg.Definitions, name: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_job(
+    defs: dg.Definitions, name: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def(name).execute_in_process(instance=instance)
     assert result.success
     return result
@@ -62,9 +64,7 @@ def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
         assert scored[0].dagster_run_id == scoring.run_id
         assert scored[0].rows == len(predictions)
 
-        materialization = instance.get_latest_materialization_event(
-            dg.AssetKey([MODEL, "model"])
-        )
+        materialization = instance.get_latest_materialization_event(dg.AssetKey([MODEL, "model"]))
         assert materialization is not None
         metadata = materialization.asset_materialization.metadata  # type: ignore[union-attr]
         assert metadata["mlflow_run"].value.startswith("http")

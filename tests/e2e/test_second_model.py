@@ -79,7 +79,9 @@ MODEL = {
 }
 
 
-def write_agronomy_data(settings: PlatformSettings, n_farms: int = 300, n_harvests: int = 4000) -> None:
+def write_agronomy_data(
+    settings: PlatformSettings, n_farms: int = 300, n_harvests: int = 4000
+) -> None:
     rng = np.random.default_rng(5)
     start = pd.Timestamp("2025-01-01", tz="UTC")
     farms = np.array([f"KE-{i:05d}" for i in range(n_farms)])
@@ -97,21 +99,30 @@ def write_agronomy_data(settings: PlatformSettings, n_farms: int = 300, n_harves
         {
             "harvest_id": np.arange(n_harvests),
             "farm_id": rng.choice(farms, n_harvests),
-            "harvested_at": start + pd.to_timedelta(rng.integers(20, 360, n_harvests), "D")
+            "harvested_at": start
+            + pd.to_timedelta(rng.integers(20, 360, n_harvests), "D")
             + pd.to_timedelta(rng.integers(0, 86400, n_harvests), "s"),
             "crop": rng.choice(["maize", "beans", "tea"], n_harvests),
             "area_ha": rng.uniform(0.5, 5, n_harvests),
             "county": rng.choice(["nakuru", "kisumu", "meru"], n_harvests),
         }
     )
-    latest = pd.merge_asof(
-        harvests.sort_values("harvested_at"),
-        weather.sort_values("observed_at"),
-        left_on="harvested_at", right_on="observed_at", by="farm_id",
-    ).set_index("harvest_id").loc[harvests["harvest_id"]]
+    latest = (
+        pd.merge_asof(
+            harvests.sort_values("harvested_at"),
+            weather.sort_values("observed_at"),
+            left_on="harvested_at",
+            right_on="observed_at",
+            by="farm_id",
+        )
+        .set_index("harvest_id")
+        .loc[harvests["harvest_id"]]
+    )
     crop_base = harvests["crop"].map({"maize": 3.0, "beans": 1.5, "tea": 2.2}).to_numpy()
     harvests["yield_t_per_ha"] = (
-        crop_base + 2.5 * latest["ndvi"].to_numpy() + 0.01 * latest["rainfall_mm_14d"].to_numpy()
+        crop_base
+        + 2.5 * latest["ndvi"].to_numpy()
+        + 0.01 * latest["rainfall_mm_14d"].to_numpy()
         + rng.normal(0, 0.2, n_harvests)
     )
     directory = Path(settings.data_path("agri"))

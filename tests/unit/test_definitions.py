@@ -39,7 +39,10 @@ def test_graph_follows_the_asset_key_contract(platform_home: Path) -> None:
     for view in ("customer_profile", "customer_activity", "merchant_profile", "merchant_activity"):
         assert f"features/{view}" in keys
     graph = defs.resolve_asset_graph()
-    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["fraud_detection", "training_set"])).parent_keys}
+    parents = {
+        k.to_user_string()
+        for k in graph.get(dg.AssetKey(["fraud_detection", "training_set"])).parent_keys
+    }
     assert parents == {
         "sources/transactions",
         "features/customer_profile",
@@ -85,8 +88,15 @@ def test_one_bad_spec_hides_no_other_model(
 
 def test_dagster_validates_the_workspace() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
-         "workspace.yaml"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -141,7 +141,9 @@ def test_feature_repo_errors(spec_dir: Path) -> None:
         read_spec_file(path)
     message = str(raised.value)
     assert "feature_views[1] ('customer_activity').entities: unknown entity 'custmer'" in message
-    assert "unknown column 'txn_count_30d'" in message and "(did you mean 'txn_count_7d'?)" in message
+    assert (
+        "unknown column 'txn_count_30d'" in message and "(did you mean 'txn_count_7d'?)" in message
+    )
 
 
 def test_files_without_kind_are_ignored(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -215,6 +216,22 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert state_dicts_equal(resumed.model.module, uninterrupted.model.module)
 
 
+def test_rerun_of_a_finished_run_returns_its_model_without_training(
+    splits: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    config = TrainingConfig(epochs=2, batch_size=64)
+    finished = run(splits, config=config, checkpoint_dir=tmp_path)
+    lines: list[str] = []
+
+    rerun = run(splits, config=config, checkpoint_dir=tmp_path, log=lines.append)
+
+    assert rerun.resumed_from_epoch == 2
+    assert rerun.samples_per_second == 0.0
+    assert rerun.history == finished.history
+    assert any("nothing left to train" in line for line in lines)
+    assert state_dicts_equal(rerun.model.module, finished.model.module)
+
+
 def test_checkpoint_of_a_different_run_is_not_resumed(
     splits: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
 ) -> None:
@@ -280,6 +297,18 @@ def test_early_stopping_returns_the_best_epochs_weights(
     assert loss == pytest.approx(min(losses), rel=1e-4)
 
 
+def test_positive_class_weight_raises_predicted_probabilities(
+    splits: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    config = TrainingConfig(epochs=6, batch_size=64, learning_rate=1e-2)
+    weighted_config = dataclasses.replace(config, positive_class_weight=8.0)
+
+    plain = run(splits, config=config).model.predict(splits[1])
+    weighted = run(splits, config=weighted_config).model.predict(splits[1])
+
+    assert weighted.mean() > plain.mean() + 0.1
+
+
 def test_saved_model_loads_without_pickle_and_predicts_the_same(
     splits: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,9 +339,7 @@ def test_preprocessor_statistics_come_from_the_train_split_only(
     train_frame, validation_frame = splits
     shifted = validation_frame.assign(amount=validation_frame["amount"] + 1000.0)
 
-    result = train(
-        train_frame, shifted, BINARY_SCHEMA, "mlp", SMALL_MLP, TrainingConfig(epochs=1)
-    )
+    result = train(train_frame, shifted, BINARY_SCHEMA, "mlp", SMALL_MLP, TrainingConfig(epochs=1))
 
     preprocessor = result.model.preprocessor
     assert preprocessor.numeric_mean[0] == pytest.approx(train_frame["amount"].mean())
