@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from ml_platform.evaluation import EVALUATION_GATES
 from ml_platform.spec import Catalog, FeatureRepoSpec, ModelSpec, SpecError
 from resources import PlatformResource
 
@@ -31,6 +32,26 @@ def model_key(model: str, asset: str) -> dg.AssetKey:
 
 
 MODEL_ASSETS = ("training_set", "model", "evaluation", "champion", "predictions")
+GATE_DESCRIPTIONS = {
+    "metrics_meet_thresholds": "Test metrics meet the spec's gates.evaluation.min/max.",
+    "no_regression_vs_champion": "No metric is worse than the champion's on the same test rows "
+    "beyond gates.evaluation.max_regression (default: primary metric, 0.01).",
+    "slices_meet_thresholds": "Every slice meets its minimums; the gap between slices stays "
+    "within gates.evaluation.slices[].max_disparity (fairness).",
+    "latency_within_bound": "Scoring latency per 1k rows is within "
+    "gates.evaluation.max_latency_ms_per_1k_rows.",
+}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become strings: JSON metadata cannot hold them."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    return value
 
 
 def _generator_asset(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
@@ -170,18 +191,28 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
             }
         )
 
+    evaluation_key = model_key(name, "evaluation")
+
     @dg.asset(
-        key=model_key(name, "evaluation"),
+        key=evaluation_key,
         deps=[trained_model],
+        check_specs=[
+            dg.AssetCheckSpec(
+                gate, asset=evaluation_key, blocking=True, description=GATE_DESCRIPTIONS[gate]
+            )
+            for gate in EVALUATION_GATES
+        ],
         kinds={"mlflow"},
         group_name=name,
         owners=owners,
     )
-    def evaluation(context: AssetExecutionContext, platform: PlatformResource) -> Any:
+    def evaluation(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
         """Test-split metrics, per-slice metrics, and the champion's metrics on the same rows."""
         from ml_platform.lifecycle import evaluate_model
 
-        report = evaluate_model(model, platform.settings(), context.log.info)
+        report = evaluate_model(model, platform.settings(), context.run.run_id, context.log.info)
         metadata: dict[str, Any] = {
             "model_version": report.version,
             "champion_version": report.champion_version,
@@ -193,7 +224,22 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
             metadata["champion_" + report.primary_metric] = report.champion_metrics.get(
                 report.primary_metric
             )
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=gate.name,
+                    passed=gate.passed,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=gate.description,
+                    metadata={
+                        "reason": gate.description,
+                        "details": dg.MetadataValue.json(_json_safe(gate.metadata)),
+                    },
+                )
+                for gate in report.gate_results()
+            ],
+        )
 
     @dg.asset(
         key=model_key(name, "champion"),

@@ -1,14 +1,45 @@
 """Named compute profiles and their translation to dagster-k8s configuration.
 
 A data scientist names a profile in the model spec (``compute.profile: gpu-a100``); the platform
-turns it into the ``dagster-k8s/config`` tag of the steps that need it, so nobody writes pod specs.
-Locally the profile only selects the device (CPU), so the same definitions run everywhere.
+turns it into the ``dagster-k8s/config`` op tag of the steps that need it, so nobody writes pod
+specs. Locally the profile only selects the device (CPU), so the same definitions run everywhere.
+
+Where each setting takes effect (dagster 1.13 / dagster-k8s 0.29):
+
+- ``dagster-k8s/config`` is read from the *op* tags of a step by ``k8s_job_executor``; job-level
+  (run) tags configure only the run pod, never the step pods. Asset ``tags=`` are catalog labels
+  and never reach a step: pass :func:`op_tags` as the asset's ``op_tags=``.
+- ``dagster/max_runtime`` is read from the *run* tags by the daemon's run monitoring; as an op
+  tag it does nothing. Put :func:`run_tags` on the job; each step is bounded on its own by the
+  Kubernetes Job's ``activeDeadlineSeconds`` from :func:`k8s_config`.
+- Pools are the asset/op ``pool=`` argument (:func:`pool`), limited per deployment with
+  ``dagster instance concurrency set POOL LIMIT``.
+
+Deployments may add or override profiles with a YAML file named by ``ML_PLATFORM_COMPUTE_PROFILES``
+(see :func:`load_profiles`). This module imports only the standard library at module level.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+PROFILES_ENV = "ML_PLATFORM_COMPUTE_PROFILES"
+USER_DEFINED_K8S_CONFIG_TAG = "dagster-k8s/config"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+PROFILE_TAG = "ml_platform/compute_profile"
+PROFILE_LABEL = "ml-platform/compute-profile"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+SHARED_MEMORY_VOLUME = "dshm"
+DEPLOYMENTS = ("local", "k8s")
+NO_EVICTION_ANNOTATIONS = {
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+    "karpenter.sh/do-not-disrupt": "true",
+}
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPOT_TOLERATIONS = [
@@ -31,6 +62,151 @@ SPOT_TOLERATIONS = [
         "effect": "NoSchedule",
     },
 ]
+# Each cloud labels spot nodes differently, and a nodeSelector can only AND labels: one selector
+# naming all of them matches no node anywhere. Required node affinity ORs its terms, so one pod
+# spec selects spot capacity on GKE, AKS, EKS managed node groups and Karpenter alike.
+SPOT_NODE_LABELS = [
+    ("cloud.google.com/gke-spot", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("karpenter.sh/capacity-type", "spot"),
+]
+
+# https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
+_QUANTITY = re.compile(
+    r"^(?P<number>[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+_SUFFIX_FACTOR = {
+    None: 1.0,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+# A label value (the profile name becomes one) and an extended resource name (domain/name).
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_EXTENDED_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*)$")
+
+
+class ComputeProfileError(ValueError):
+    """A compute profile, or a file of profiles, is invalid; the message lists every problem.
+
+    Attributes:
+        where: the profile or file that is invalid.
+        problems: one sentence per problem, each naming the profile and field.
+    """
+
+    def __init__(self, where: str, problems: list[str]) -> None:
+        self.where = where
+        self.problems = problems
+        if len(problems) == 1:
+            message = f"{where}: {problems[0]}"
+        else:
+            message = f"{where}:\n" + "\n".join(f"  - {p}" for p in problems)
+        super().__init__(message)
+
+
+def _profile_problems(profile: ComputeProfile) -> list[str]:
+    """Every problem of ``profile``, each naming its field; checked when a profile is built."""
+    problems = []
+    if not isinstance(profile.name, str) or not _LABEL_VALUE.match(profile.name):
+        problems.append(
+            f"name {profile.name!r} must be at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (it becomes a Kubernetes label value)"
+        )
+    for key in ("cpu", "memory"):
+        value = getattr(profile, key)
+        if not _positive_quantity(value):
+            example = "'4' or '500m'" if key == "cpu" else "'16Gi'"
+            problems.append(
+                f"field {key!r} must be a positive Kubernetes quantity such as {example}, "
+                f"got {value!r}"
+            )
+    if profile.shared_memory is not None:
+        if not _positive_quantity(profile.shared_memory):
+            problems.append(
+                "field 'shared_memory' must be a positive Kubernetes quantity such as '8Gi' or "
+                f"null, got {profile.shared_memory!r}"
+            )
+        elif _positive_quantity(profile.memory) and _quantity(profile.shared_memory) >= _quantity(
+            profile.memory
+        ):
+            problems.append(
+                f"field 'shared_memory' ({profile.shared_memory}) must be smaller than 'memory' "
+                f"({profile.memory}): /dev/shm is charged to the container's memory limit"
+            )
+    if not isinstance(profile.gpu_count, int) or isinstance(profile.gpu_count, bool):
+        problems.append(f"field 'gpu_count' must be an integer, got {profile.gpu_count!r}")
+    elif profile.gpu_count < 0:
+        problems.append(f"field 'gpu_count' must be 0 or more, got {profile.gpu_count}")
+    elif profile.gpu_count == 0 and profile.gpu_product:
+        problems.append(
+            f"field 'gpu_product' is {profile.gpu_product!r} but 'gpu_count' is 0; set "
+            "gpu_count or clear gpu_product"
+        )
+    if not isinstance(profile.gpu_resource, str) or not _EXTENDED_RESOURCE.match(
+        profile.gpu_resource
+    ):
+        problems.append(
+            "field 'gpu_resource' must be an extended resource name such as 'nvidia.com/gpu' or "
+            f"'nvidia.com/mig-1g.10gb', got {profile.gpu_resource!r}"
+        )
+    if profile.gpu_product is not None and not _LABEL_VALUE.match(str(profile.gpu_product)):
+        problems.append(
+            f"field 'gpu_product' must be a node label value such as 'NVIDIA-A100-SXM4-40GB', "
+            f"got {profile.gpu_product!r}"
+        )
+    if (
+        not isinstance(profile.max_runtime_seconds, int)
+        or isinstance(profile.max_runtime_seconds, bool)
+        or profile.max_runtime_seconds < 1
+    ):
+        problems.append(
+            "field 'max_runtime_seconds' must be a positive integer, got "
+            f"{profile.max_runtime_seconds!r}"
+        )
+    if profile.pool is not None and (not isinstance(profile.pool, str) or not profile.pool):
+        problems.append(f"field 'pool' must be a non-empty string or null, got {profile.pool!r}")
+    if not isinstance(profile.node_selector, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in profile.node_selector.items()
+    ):
+        problems.append(
+            "field 'node_selector' must map label names to string values, got "
+            f"{profile.node_selector!r}"
+        )
+    if not isinstance(profile.spot, bool):
+        problems.append(f"field 'spot' must be true or false, got {profile.spot!r}")
+    return problems
+
+
+def _positive_quantity(value: object) -> bool:
+    return isinstance(value, str) and _QUANTITY.match(value) is not None and _quantity(value) > 0
+
+
+def _quantity(value: str) -> float:
+    match = _QUANTITY.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    suffix = match.group("suffix")
+    if suffix and suffix[0] in "eE" and len(suffix) > 1:
+        return float(match.group("number") + suffix)
+    return float(match.group("number")) * _SUFFIX_FACTOR[suffix]
+
+
+def _thread_count(cpu: str) -> int:
+    return max(1, math.floor(_quantity(cpu)))
 
 
 @dataclass(frozen=True)
@@ -38,16 +214,20 @@ class ComputeProfile:
     """Resources and placement for one kind of step.
 
     Attributes:
-        name: the profile name used in specs.
+        name: the profile name used in specs (also a Kubernetes label value).
         cpu: CPU request (Kubernetes quantity); the limit equals the request for guaranteed QoS.
         memory: memory request and limit.
         gpu_count: number of GPUs (or MIG slices) requested.
-        gpu_resource: the extended resource name, ``nvidia.com/gpu`` or a MIG resource.
+        gpu_resource: the extended resource name, ``nvidia.com/gpu`` or a MIG resource such as
+            ``nvidia.com/mig-1g.10gb`` (the GPU operator's "mixed" MIG strategy).
         gpu_product: value of the ``nvidia.com/gpu.product`` node label to select, if any.
-        spot: whether the step may run on spot/preemptible capacity.
-        shared_memory: size of the ``/dev/shm`` emptyDir for DataLoader workers and NCCL.
-        max_runtime_seconds: bound applied as the ``dagster/max_runtime`` tag.
+        spot: the step runs on spot/preemptible capacity (tolerations plus required affinity).
+        shared_memory: size of the memory-backed ``/dev/shm`` for DataLoader workers and NCCL; it
+            counts against ``memory``, so it must be smaller.
+        max_runtime_seconds: the step Job's ``activeDeadlineSeconds``, and the run's
+            ``dagster/max_runtime`` tag (:func:`run_tags`).
         pool: Dagster concurrency pool that bounds how many such steps run at once.
+        node_selector: extra node labels to require, merged with the GPU product label.
     """
 
     name: str
@@ -61,6 +241,11 @@ class ComputeProfile:
     max_runtime_seconds: int = 6 * 3600
     pool: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = _profile_problems(self)
+        if problems:
+            raise ComputeProfileError(f"compute profile {self.name!r}", problems)
 
     @property
     def uses_gpu(self) -> bool:
@@ -90,6 +275,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
         _gpu("gpu-t4", "Tesla-T4", cpu="4", memory="16Gi", spot=True),
         _gpu("gpu-a100", "NVIDIA-A100-SXM4-40GB", cpu="12", memory="85Gi"),
         _gpu("gpu-h100", "NVIDIA-H100-80GB-HBM3", cpu="16", memory="120Gi"),
+        # Its own pool: a pool slot is one step, whatever its GPU count.
         _gpu(
             "gpu-h100-x4",
             "NVIDIA-H100-80GB-HBM3",
@@ -97,6 +283,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             cpu="64",
             memory="480Gi",
             shared_memory="64Gi",
+            pool="gpu-h100-x4",
         ),
         _gpu(
             "mig-1g.10gb",
@@ -117,3 +304,256 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
         ),
     )
 }
+
+
+def k8s_config(profile: ComputeProfile) -> dict[str, Any]:
+    """The ``dagster-k8s/config`` tag value that runs a step with ``profile`` on Kubernetes.
+
+    The keys follow dagster-k8s's ``USER_DEFINED_K8S_JOB_CONFIG_SCHEMA`` (snake_case Kubernetes
+    fields). ``k8s_job_executor`` deep-merges it over the run launcher's and executor's
+    ``step_k8s_config``: dictionaries merge key by key, lists are appended.
+
+    Args:
+        profile: the compute profile of the step.
+
+    Returns:
+        ``container_config`` (requests == limits for CPU and memory, GPUs or MIG slices as
+        limits, thread count), ``pod_spec_config`` (node selector, tolerations, spot affinity,
+        ``/dev/shm``, no service-account token), ``pod_template_spec_metadata`` (the profile label,
+        no-eviction annotations), ``job_metadata`` (the profile label) and ``job_spec_config``
+        (``backoff_limit`` 0, ``active_deadline_seconds``).
+    """
+    requests = {"cpu": profile.cpu, "memory": profile.memory}
+    limits = dict(requests)
+    if profile.uses_gpu:
+        # Extended resources are limits only; Kubernetes sets the request equal to the limit.
+        limits[profile.gpu_resource] = str(profile.gpu_count)
+    container_config: dict[str, Any] = {
+        "resources": {"requests": requests, "limits": limits},
+        "env": [
+            # PyTorch sizes its CPU thread pool from the node's cores, not the container's limit;
+            # on a 64-core node a 4-CPU pod would otherwise be throttled by 16x oversubscription.
+            {"name": "OMP_NUM_THREADS", "value": str(_thread_count(profile.cpu))},
+            {"name": "ML_PLATFORM_COMPUTE_PROFILE", "value": profile.name},
+        ],
+    }
+    pod_spec_config: dict[str, Any] = {
+        # Step code never calls the Kubernetes API (the run worker launches steps), so its pods
+        # carry no service-account token.
+        "automount_service_account_token": False,
+    }
+    node_selector = dict(profile.node_selector)
+    if profile.gpu_product:
+        node_selector[GPU_PRODUCT_LABEL] = profile.gpu_product
+    if node_selector:
+        pod_spec_config["node_selector"] = node_selector
+    tolerations = []
+    if profile.uses_gpu:
+        tolerations.append(dict(GPU_TAINT))
+    if profile.spot:
+        tolerations += [dict(t) for t in SPOT_TOLERATIONS]
+        pod_spec_config["affinity"] = {
+            "node_affinity": {
+                "required_during_scheduling_ignored_during_execution": {
+                    "node_selector_terms": [
+                        {"match_expressions": [{"key": k, "operator": "In", "values": [v]}]}
+                        for k, v in SPOT_NODE_LABELS
+                    ]
+                }
+            }
+        }
+    if tolerations:
+        pod_spec_config["tolerations"] = tolerations
+    if profile.shared_memory:
+        # Docker's default /dev/shm is 64 MiB: DataLoader workers and NCCL fail with "bus error".
+        pod_spec_config["volumes"] = [
+            {
+                "name": SHARED_MEMORY_VOLUME,
+                "empty_dir": {"medium": "Memory", "size_limit": profile.shared_memory},
+            }
+        ]
+        container_config["volume_mounts"] = [
+            {"name": SHARED_MEMORY_VOLUME, "mount_path": "/dev/shm"}
+        ]
+    labels = {PROFILE_LABEL: profile.name}
+    return {
+        "container_config": container_config,
+        "pod_spec_config": pod_spec_config,
+        "pod_template_spec_metadata": {
+            "labels": labels,
+            # A running step only ends by itself: node consolidation must not evict it midway.
+            "annotations": dict(NO_EVICTION_ANNOTATIONS),
+        },
+        "job_metadata": {"labels": dict(labels)},
+        "job_spec_config": {
+            # Dagster retries failed steps itself (RetryPolicy); a Kubernetes retry would run the
+            # step again behind Dagster's back and double the GPU bill.
+            "backoff_limit": 0,
+            "active_deadline_seconds": profile.max_runtime_seconds,
+        },
+    }
+
+
+def op_tags(profile: ComputeProfile, deployment: str) -> dict[str, Any]:
+    """The op tags of a step that runs with ``profile`` (pass them as the asset's ``op_tags=``).
+
+    Args:
+        profile: the compute profile of the step.
+        deployment: ``"local"`` or ``"k8s"`` (``ml_platform.settings.deployment()``).
+
+    Returns:
+        ``{"ml_platform/compute_profile": name}``, plus ``{"dagster-k8s/config": ...}`` on k8s.
+        Neither the run timeout (:func:`run_tags`) nor the pool (:func:`pool`) is an op tag.
+
+    Raises:
+        ValueError: ``deployment`` is not one of ``local`` and ``k8s``.
+    """
+    if deployment not in DEPLOYMENTS:
+        raise ValueError(f"deployment {deployment!r} is not one of {', '.join(DEPLOYMENTS)}")
+    tags: dict[str, Any] = {PROFILE_TAG: profile.name}
+    if deployment == "k8s":
+        tags[USER_DEFINED_K8S_CONFIG_TAG] = k8s_config(profile)
+    return tags
+
+
+def run_tags(profile: ComputeProfile) -> dict[str, str]:
+    """Run tags for a job whose biggest step runs with ``profile`` (the job's ``tags=``).
+
+    ``dagster/max_runtime`` is honoured only as a run tag, by the daemon's run monitoring
+    (``run_monitoring.enabled``); an op tag of that name is ignored. The profile tag lets the run
+    queue limit runs per GPU type (``tag_concurrency_limits``).
+
+    Args:
+        profile: the profile whose ``max_runtime_seconds`` bounds the whole run.
+
+    Returns:
+        ``{"dagster/max_runtime": "<seconds>", "ml_platform/compute_profile": name}``.
+    """
+    return {MAX_RUNTIME_TAG: str(profile.max_runtime_seconds), PROFILE_TAG: profile.name}
+
+
+def pool(profile: ComputeProfile) -> str | None:
+    """The concurrency pool of steps with ``profile`` (the asset/op ``pool=`` argument)."""
+    return profile.pool
+
+
+def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, ComputeProfile]:
+    """The built-in profiles, with those of a deployment's YAML file added or overriding them.
+
+    The file holds one mapping, ``profiles``, from profile name to fields. A built-in profile
+    named there keeps every field the file leaves out; a new profile needs ``cpu`` and ``memory``.
+    ``null`` clears an optional field (``gpu_product``, ``shared_memory``, ``pool``)::
+
+        profiles:
+          gpu-a100: {memory: 100Gi, spot: true}
+          gpu-l4: {cpu: 8, memory: 32Gi, gpu_count: 1, gpu_product: NVIDIA-L4, pool: gpu-l4}
+
+    The same file must reach the code server, the run pods and the step pods (a ConfigMap
+    mounted in all three), because each process rebuilds the step tags from it.
+
+    Args:
+        path: the YAML file. ``None`` reads ``ML_PLATFORM_COMPUTE_PROFILES`` when called (not at
+            import); unset or empty means the built-in profiles only.
+
+    Returns:
+        A new dict of profiles by name; ``COMPUTE_PROFILES`` is left unchanged.
+
+    Raises:
+        ComputeProfileError: the file is missing or not YAML, or a profile or field is invalid;
+            the message names the file, each profile and field, and what is expected.
+    """
+    if path is None:
+        path = os.environ.get(PROFILES_ENV) or None
+    profiles = dict(COMPUTE_PROFILES)
+    if path is None:
+        return profiles
+    import yaml
+
+    where = f"compute profiles {os.fspath(path)!r}"
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise ComputeProfileError(
+            where, [f"cannot read the file ({error.strerror}); fix {PROFILES_ENV} or create it"]
+        ) from error
+    except yaml.YAMLError as error:
+        raise ComputeProfileError(where, [f"not valid YAML: {error}"]) from error
+    if not isinstance(document, dict) or set(document) != {"profiles"}:
+        found = sorted(document) if isinstance(document, dict) else type(document).__name__
+        raise ComputeProfileError(
+            where,
+            [f"expected one top-level key 'profiles' (profile name -> fields), got {found}"],
+        )
+    entries = document["profiles"]
+    if not isinstance(entries, dict):
+        raise ComputeProfileError(
+            where, [f"'profiles' must map profile names to fields, got {type(entries).__name__}"]
+        )
+    problems: list[str] = []
+    for name, entry in entries.items():
+        profile, entry_problems = _profile_from_entry(str(name), entry, profiles.get(str(name)))
+        problems += entry_problems
+        if profile is not None:
+            profiles[profile.name] = profile
+    if problems:
+        raise ComputeProfileError(where, problems)
+    return profiles
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "cpu": (str,),
+    "memory": (str,),
+    "gpu_count": (int,),
+    "gpu_resource": (str,),
+    "gpu_product": (str, type(None)),
+    "spot": (bool,),
+    "shared_memory": (str, type(None)),
+    "max_runtime_seconds": (int,),
+    "pool": (str, type(None)),
+    "node_selector": (dict,),
+}
+
+
+def _profile_from_entry(
+    name: str, entry: object, base: ComputeProfile | None
+) -> tuple[ComputeProfile | None, list[str]]:
+    here = f"profile {name!r}"
+    if not isinstance(entry, dict):
+        return None, [f"{here}: expected a mapping of fields, got {type(entry).__name__}"]
+    problems = []
+    values: dict[str, Any] = {}
+    known = [f.name for f in fields(ComputeProfile) if f.name != "name"]
+    for key, value in entry.items():
+        if key not in _FIELD_TYPES:
+            problems.append(f"{here}: unknown field {key!r}{_did_you_mean(str(key), known)}")
+            continue
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in ("cpu", "memory") and is_number:
+            value = str(value)  # YAML reads `cpu: 8` as a number
+        expected = _FIELD_TYPES[key]
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+            problems.append(f"{here}: field {key!r} must be {names}, got {value!r}")
+            continue
+        values[key] = value
+    if base is None:
+        missing = [key for key in ("cpu", "memory") if key not in values]
+        if missing:
+            problems.append(
+                f"{here}: a new profile needs {' and '.join(repr(m) for m in missing)} "
+                f"(built-in profiles: {', '.join(COMPUTE_PROFILES)})"
+            )
+    if problems:
+        return None, problems
+    try:
+        profile = replace(base, **values) if base else ComputeProfile(name=name, **values)
+    except ComputeProfileError as error:
+        return None, [f"{here}: {p}" for p in error.problems]
+    return profile, []
+
+
+def _did_you_mean(value: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; fields: {', '.join(choices)}"

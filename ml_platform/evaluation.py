@@ -6,7 +6,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml_platform.spec import LOWER_IS_BETTER, ModelSpec
+from ml_platform.spec import LOWER_IS_BETTER, EvaluationGateSpec, ModelSpec
+
+DEFAULT_REGRESSION_TOLERANCE = 0.01
+EVALUATION_GATES = (
+    "metrics_meet_thresholds",
+    "no_regression_vs_champion",
+    "slices_meet_thresholds",
+    "latency_within_bound",
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,7 +145,11 @@ class EvaluationReport:
     champion_version: str | None = None
     champion_metrics: dict[str, float] | None = None
     champion_slices: dict[str, dict[str, dict[str, float]]] | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def gate_results(self) -> list[GateResult]:
+        return [GateResult(**gate) for gate in self.gates]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +157,138 @@ class EvaluationReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One evaluation gate: its verdict, a one-line reason and the numbers behind it."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _worse_by(metric: str, value: float, reference: float) -> float:
+    """How much worse ``value`` is than ``reference`` (negative when better)."""
+    return reference - value if higher_is_better(metric) else value - reference
+
+
+def evaluation_gates(
+    primary_metric: str,
+    metrics: dict[str, float],
+    slices: dict[str, dict[str, dict[str, float]]],
+    champion_metrics: dict[str, float] | None,
+    gates: EvaluationGateSpec,
+) -> list[GateResult]:
+    """Every evaluation gate's verdict, in ``EVALUATION_GATES`` order.
+
+    An undefined (NaN) metric fails any gate that names it: a number that cannot be computed
+    proves nothing. Without a champion the regression gate passes (there is nothing to regress
+    from); without configured thresholds a gate passes and says so.
+    """
+    results: list[GateResult] = []
+
+    failures, checked = [], {}
+    for metric, bound in gates.min.items():
+        value = metrics.get(metric, math.nan)
+        checked[metric] = {"value": value, "min": bound}
+        if not value >= bound:
+            failures.append(f"{metric}={value:.4f} < min {bound}")
+    for metric, bound in gates.max.items():
+        value = metrics.get(metric, math.nan)
+        checked[metric] = {"value": value, "max": bound}
+        if not value <= bound:
+            failures.append(f"{metric}={value:.4f} > max {bound}")
+    results.append(
+        GateResult(
+            "metrics_meet_thresholds",
+            not failures,
+            "; ".join(failures)
+            if failures
+            else ("all thresholds met" if checked else "no thresholds configured"),
+            {"checked": checked},
+        )
+    )
+
+    tolerances = dict(gates.max_regression) or {primary_metric: DEFAULT_REGRESSION_TOLERANCE}
+    failures, compared = [], {}
+    if champion_metrics is not None:
+        for metric, tolerance in tolerances.items():
+            value = metrics.get(metric, math.nan)
+            reference = champion_metrics.get(metric, math.nan)
+            worse = _worse_by(metric, value, reference)
+            compared[metric] = {
+                "challenger": value,
+                "champion": reference,
+                "worse_by": worse,
+                "tolerance": tolerance,
+            }
+            if math.isnan(reference):
+                continue  # the champion's number is undefined: nothing to regress from
+            if not worse <= tolerance:
+                failures.append(
+                    f"{metric}: challenger {value:.4f} vs champion {reference:.4f} "
+                    f"(worse by {worse:.4f} > tolerance {tolerance})"
+                )
+    results.append(
+        GateResult(
+            "no_regression_vs_champion",
+            not failures,
+            "; ".join(failures)
+            if failures
+            else (
+                "within tolerance of the champion" if compared else "no champion to compare with"
+            ),
+            {"compared": compared},
+        )
+    )
+
+    failures, slice_numbers = [], {}
+    for gate in gates.slices:
+        values = slices.get(gate.column, {})
+        for metric, bound in gate.min.items():
+            for value_name, value_metrics in values.items():
+                if metric not in value_metrics:
+                    continue  # too few rows in this slice to measure
+                value = value_metrics[metric]
+                if not value >= bound:
+                    failures.append(f"{gate.column}={value_name}: {metric}={value:.4f} < {bound}")
+        for metric, bound in gate.max_disparity.items():
+            measured = [m[metric] for m in values.values() if metric in m]
+            if not measured:
+                failures.append(f"{gate.column}: no slice has enough rows to measure {metric}")
+                continue
+            disparity = max(measured) - min(measured)
+            slice_numbers[f"{gate.column}.{metric}.disparity"] = disparity
+            if not disparity <= bound:
+                failures.append(
+                    f"{gate.column}: {metric} gap between slices {disparity:.4f} > {bound} "
+                    f"(min {min(measured):.4f}, max {max(measured):.4f})"
+                )
+    results.append(
+        GateResult(
+            "slices_meet_thresholds",
+            not failures,
+            "; ".join(failures)
+            if failures
+            else ("every slice within bounds" if gates.slices else "no slice gates configured"),
+            {"measured": slice_numbers},
+        )
+    )
+
+    latency = metrics.get("latency_ms_per_1k_rows", math.nan)
+    bound = gates.max_latency_ms_per_1k_rows
+    passed = bound is None or latency <= bound
+    results.append(
+        GateResult(
+            "latency_within_bound",
+            passed,
+            f"{latency:.2f} ms per 1k rows" + (f" (max {bound})" if bound is not None else ""),
+            {"latency_ms_per_1k_rows": latency, "max": bound},
+        )
+    )
+    return results
 
 
 @dataclass(frozen=True)
@@ -163,6 +307,11 @@ def decide_promotion(report: EvaluationReport, spec: ModelSpec) -> PromotionDeci
     This is the single place promotion is decided; the gates of the evaluation (thresholds,
     regression against the champion, slice fairness) extend it.
     """
+    failed = [gate for gate in report.gate_results() if not gate.passed]
+    if failed:
+        return PromotionDecision(
+            False, [f"gate {gate.name} failed: {gate.description}" for gate in failed]
+        )
     metric = report.primary_metric
     value = report.metrics.get(metric, math.nan)
     if math.isnan(value):

@@ -22,6 +22,7 @@ from ml_platform.evaluation import (
     PromotionDecision,
     compute_metrics,
     decide_promotion,
+    evaluation_gates,
     slice_metrics,
 )
 from ml_platform.settings import PlatformSettings
@@ -223,7 +224,10 @@ def _labels(spec: ModelSpec, model: TrainedModel, frame: pd.DataFrame) -> Any:
 
 
 def evaluate_model(
-    spec: ModelSpec, settings: PlatformSettings, log: Log = _no_log
+    spec: ModelSpec,
+    settings: PlatformSettings,
+    dagster_run_id: str | None = None,
+    log: Log = _no_log,
 ) -> EvaluationReport:
     """Evaluate the newest version on the test split, and the champion on the same rows."""
     import time
@@ -262,6 +266,9 @@ def evaluate_model(
         champion_metrics, champion_slices = evaluate(champion)
     elif champion == record.version:
         champion_metrics, champion_slices = metrics, slices
+    gates = evaluation_gates(
+        spec.primary_metric, metrics, slices, champion_metrics, spec.gates.evaluation
+    )
     report = EvaluationReport(
         model=spec.name,
         version=record.version,
@@ -272,12 +279,42 @@ def evaluate_model(
         champion_version=champion,
         champion_metrics=champion_metrics,
         champion_slices=champion_slices,
+        gates=[asdict(gate) for gate in gates],
     )
     registry.client(settings)  # configures MLflow for the calls below
     with mlflow.start_run(run_id=record.mlflow_run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v == v})
         mlflow.log_dict(report.to_dict(), "evaluation/report.json")
     storage.write_pointer(model_root(settings, spec.name, "evaluation"), report.to_dict())
+    registry.tag_version(
+        settings,
+        spec.name,
+        record.version,
+        {f"ml_platform.gate.{g.name}": "passed" if g.passed else "failed" for g in gates},
+    )
+    failed = [g for g in gates if not g.passed]
+    if failed:
+        # The promotion step will not run after a failed blocking gate: record the verdict here.
+        reasons = [f"gate {g.name} failed: {g.description}" for g in failed]
+        registry.tag_version(
+            settings,
+            spec.name,
+            record.version,
+            {
+                "ml_platform.promotion": "rejected",
+                "ml_platform.promotion_reason": "; ".join(reasons),
+            },
+        )
+        AuditLog(settings.audit_url).record(
+            spec.name,
+            "rejected",
+            model_version=record.version,
+            data_snapshot_id=manifest.snapshot_id,
+            dagster_run_id=dagster_run_id,
+            details={"reasons": reasons, "champion": champion},
+        )
+        for reason in reasons:
+            log(reason)
     return report
 
 

@@ -259,6 +259,40 @@ class EvaluationSpec(_Strict):
     min_slice_rows: int = Field(default=30, ge=1)
 
 
+class SliceGateSpec(_Strict):
+    column: str
+    min: dict[Metric, float] = Field(default_factory=dict)
+    max_disparity: dict[Metric, float] = Field(default_factory=dict)
+
+
+class EvaluationGateSpec(_Strict):
+    """Blocking evaluation gates: a version failing any of them is registered, never promoted."""
+
+    min: dict[Metric, float] = Field(default_factory=dict)
+    max: dict[Metric, float] = Field(default_factory=dict)
+    # How much worse than the champion, on the same test rows, the challenger may be.
+    max_regression: dict[Metric, float] = Field(default_factory=dict)
+    slices: list[SliceGateSpec] = Field(default_factory=list)
+    max_latency_ms_per_1k_rows: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _directions(self) -> EvaluationGateSpec:
+        for metric in self.min:
+            if metric in LOWER_IS_BETTER:
+                raise ValueError(f"min.{metric}: lower is better for {metric}; use max.{metric}")
+        for metric in self.max:
+            if metric not in LOWER_IS_BETTER:
+                raise ValueError(f"max.{metric}: higher is better for {metric}; use min.{metric}")
+        for metric, value in self.max_regression.items():
+            if value < 0:
+                raise ValueError(f"max_regression.{metric}: must be >= 0, got {value}")
+        return self
+
+
+class GatesSpec(_Strict):
+    evaluation: EvaluationGateSpec = Field(default_factory=EvaluationGateSpec)
+
+
 class PromotionSpec(_Strict):
     # The challenger must beat the champion on evaluation.primary_metric by at least this much.
     min_improvement: float = Field(default=0.0, ge=0)
@@ -295,6 +329,7 @@ class ModelSpec(_Strict):
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
 
@@ -558,6 +593,30 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ResolvedFeatures:
         "multiclass_classification": {"accuracy", "macro_f1", "log_loss"},
         "regression": {"rmse", "mae", "r2"},
     }[spec.task]
+    gates = spec.gates.evaluation
+    gate_metrics = [
+        (f"gates.evaluation.{part}", metric)
+        for part, metrics in (
+            ("min", gates.min),
+            ("max", gates.max),
+            ("max_regression", gates.max_regression),
+        )
+        for metric in metrics
+    ]
+    for i, slice_gate in enumerate(gates.slices):
+        where = f"gates.evaluation.slices[{i}]"
+        if slice_gate.column not in spec.evaluation.slices:
+            problems.append(
+                f"{where}.column: '{slice_gate.column}' is not in evaluation.slices; add it there"
+            )
+        gate_metrics += [(f"{where}.min", m) for m in slice_gate.min]
+        gate_metrics += [(f"{where}.max_disparity", m) for m in slice_gate.max_disparity]
+    for where, metric in gate_metrics:
+        if metric not in task_metrics:
+            problems.append(
+                f"{where}.{metric}: does not apply to task '{spec.task}'; use one of "
+                f"{', '.join(sorted(task_metrics))}"
+            )
     if spec.evaluation.primary_metric and spec.evaluation.primary_metric not in task_metrics:
         problems.append(
             f"evaluation.primary_metric: '{spec.evaluation.primary_metric}' does not apply to "
