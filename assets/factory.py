@@ -11,7 +11,9 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from ml_platform.compute import load_profiles, op_tags, pool
 from ml_platform.evaluation import EVALUATION_GATES
+from ml_platform.settings import deployment
 from ml_platform.spec import Catalog, FeatureRepoSpec, ModelSpec, SpecError
 from resources import PlatformResource
 
@@ -129,6 +131,7 @@ def _feature_view_asset(repo: FeatureRepoSpec, view_name: str) -> dg.AssetsDefin
 def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinition]:
     resolved = catalog.resolved[model.name]
     name = model.name
+    profile = load_profiles()[model.compute.profile]
     owners = [model.owner] if "@" in model.owner else []
     label_source = model.label.source
     scoring_source = model.scoring.source or label_source
@@ -165,6 +168,9 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         deps=[training_set],
         kinds={"pytorch", "mlflow"},
         tags={"ml_platform/compute_profile": model.compute.profile},
+        # Step-level Kubernetes settings only reach step pods as op tags (dagster-k8s 0.29).
+        op_tags=op_tags(profile, deployment()),
+        pool=pool(profile),
         group_name=name,
         owners=owners,
     )

@@ -13,10 +13,12 @@ from pathlib import Path
 import dagster as dg
 
 from assets.factory import MODEL_ASSETS, build_assets, model_key
+from assets.promotion import build_override_jobs
+from ml_platform.compute import load_profiles, run_tags
 from ml_platform.settings import deployment
 from ml_platform.spec import Catalog, load_project
 from resources import resources_for_deployment
-from sensors import build_schedules, scoring_job_name, training_job_name
+from sensors import build_schedules, build_sensors, scoring_job_name, training_job_name
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STRICT_ENV = "ML_PLATFORM_STRICT"
@@ -24,8 +26,10 @@ logger = logging.getLogger("ml_platform")
 
 
 def build_jobs(catalog: Catalog) -> list[dg.UnresolvedAssetJobDefinition]:
+    """Per model: a training job (sources to champion) and a scoring job (predictions)."""
     jobs = []
-    for name in catalog.models:
+    profiles = load_profiles()
+    for name, spec in catalog.models.items():
         training_keys = [model_key(name, a) for a in MODEL_ASSETS if a != "predictions"]
         jobs.append(
             dg.define_asset_job(
@@ -33,7 +37,7 @@ def build_jobs(catalog: Catalog) -> list[dg.UnresolvedAssetJobDefinition]:
                 selection=dg.AssetSelection.assets(*training_keys).upstream(),
                 description=f"Build features and the training set, train, evaluate and promote "
                 f"{name}.",
-                tags={"ml_platform/model": name},
+                tags={"ml_platform/model": name, **run_tags(profiles[spec.compute.profile])},
             )
         )
         jobs.append(
@@ -70,8 +74,9 @@ def build_definitions(
         raise dg.DagsterInvalidDefinitionError("\n".join(str(e) for e in catalog.errors))
     return dg.Definitions(
         assets=build_assets(catalog),
-        jobs=build_jobs(catalog),
+        jobs=[*build_jobs(catalog), *build_override_jobs(catalog)],
         schedules=build_schedules(catalog),
+        sensors=build_sensors(catalog),
         resources=resources_for_deployment(),
         executor=_executor(),
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml_platform import datasets, registry, storage
 from ml_platform.audit import AuditLog
-from ml_platform.compute import COMPUTE_PROFILES
+from ml_platform.compute import load_profiles
 from ml_platform.evaluation import (
     EvaluationReport,
     PromotionDecision,
@@ -121,7 +121,7 @@ def train_model(
     train_frame = datasets.read_split(manifest, "train")
     validation_frame = datasets.read_split(manifest, "validation")
     params = training_params(spec)
-    profile = COMPUTE_PROFILES[spec.compute.profile]
+    profile = load_profiles()[spec.compute.profile]
     config = TrainingConfig(
         epochs=spec.training.epochs,
         batch_size=spec.training.batch_size,
@@ -431,3 +431,55 @@ def score(
     )
     log(f"scored {len(output)} rows with {spec.name} v{version}")
     return record
+
+
+MIN_OVERRIDE_REASON = 15
+
+
+def override_promotion(
+    spec: ModelSpec,
+    settings: PlatformSettings,
+    version: str,
+    reason: str,
+    requested_by: str,
+    dagster_run_id: str | None = None,
+) -> str | None:
+    """Make ``version`` the champion regardless of the gates: explicit, explained and audited.
+
+    Returns:
+        The previous champion version.
+
+    Raises:
+        ValueError: no reason, no requester, or the version does not exist.
+    """
+    reason = reason.strip()
+    if len(reason) < MIN_OVERRIDE_REASON:
+        raise ValueError(
+            f"an override needs a reason of at least {MIN_OVERRIDE_REASON} characters "
+            f"(got {reason!r}); say why the gates should not apply"
+        )
+    if not requested_by.strip():
+        raise ValueError("an override needs requested_by: who takes responsibility for it")
+    if str(version) not in registry.registered_versions(settings, spec.name):
+        raise ValueError(f"model '{spec.name}' has no version {version!r}")
+    previous = registry.champion_version(settings, spec.name)
+    registry.set_champion(settings, spec.name, str(version))
+    registry.tag_version(
+        settings,
+        spec.name,
+        str(version),
+        {
+            "ml_platform.promotion": "override",
+            "ml_platform.override_reason": reason,
+            "ml_platform.override_by": requested_by,
+            "ml_platform.override_run": dagster_run_id or "",
+        },
+    )
+    AuditLog(settings.audit_url).record(
+        spec.name,
+        "override_promoted",
+        model_version=str(version),
+        dagster_run_id=dagster_run_id,
+        details={"reason": reason, "requested_by": requested_by, "previous_champion": previous},
+    )
+    return previous

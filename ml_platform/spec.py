@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ml_platform.compute import COMPUTE_PROFILES
+from ml_platform.compute import load_profiles
 
 SPEC_PATH_ENV = "ML_PLATFORM_SPEC_PATH"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -230,8 +230,9 @@ class ComputeSpec(_Strict):
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
-        if value not in COMPUTE_PROFILES:
-            raise ValueError(_unknown("compute profile", value, COMPUTE_PROFILES))
+        profiles = load_profiles()  # built-in plus the deployment's ML_PLATFORM_COMPUTE_PROFILES
+        if value not in profiles:
+            raise ValueError(_unknown("compute profile", value, profiles))
         return value
 
 

@@ -96,3 +96,15 @@ def read_pointer(directory: str) -> dict[str, Any] | None:
     """The current good version's record, or None when nothing was completed yet."""
     path = pointer_path(directory)
     return read_json(path) if exists(path) else None
+
+
+def fingerprint(path: str) -> str | None:
+    """A cheap version of a file or directory: size and modification time (None if missing)."""
+    import fsspec
+
+    filesystem, resolved = fsspec.core.url_to_fs(path)
+    if not filesystem.exists(resolved):
+        return None
+    info = filesystem.info(resolved)
+    changed = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    return f"{info.get('size', 0)}-{changed}"
