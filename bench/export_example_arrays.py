@@ -33,7 +33,9 @@ def main() -> None:
     repo = catalog.repo_of_source(spec.label.source)
     with tempfile.TemporaryDirectory() as home:
         settings = PlatformSettings.from_env(home=Path(home))
-        generate({s.name: settings.data_path(s.path) for s in repo.sources}, n_transactions=args.rows)
+        generate(
+            {s.name: settings.data_path(s.path) for s in repo.sources}, n_transactions=args.rows
+        )
         from ml_platform.features import apply_feature_repo
 
         apply_feature_repo(repo, settings)

@@ -33,9 +33,7 @@ def main() -> None:
     resolved = catalog.resolved["fraud_detection"]
     with tempfile.TemporaryDirectory() as home:
         base = PlatformSettings.from_env(home=Path(home))
-        generate(
-            {s.name: base.data_path(s.path) for s in repo.sources}, n_transactions=args.rows
-        )
+        generate({s.name: base.data_path(s.path) for s in repo.sources}, n_transactions=args.rows)
         labels = pd.read_parquet(
             base.data_path("payments/transactions.parquet"),
             columns=["transaction_id", "customer_id", "merchant_id", "event_timestamp", "is_fraud"],
@@ -53,9 +51,7 @@ def main() -> None:
             )
             apply_feature_repo(repo, settings)
             started = time.perf_counter()
-            joined = historical_features(
-                settings, labels, resolved.feature_refs, "event_timestamp"
-            )
+            joined = historical_features(settings, labels, resolved.feature_refs, "event_timestamp")
             seconds = time.perf_counter() - started
             print(
                 f"feast offline store '{store}': {len(joined):,} of {len(labels):,} rows "
