@@ -45,6 +45,45 @@ GATE_DESCRIPTIONS = {
 }
 
 
+DATA_GATE = "data_quality"
+DATA_GATE_DESCRIPTION = (
+    "Great Expectations suite (spec gates.data plus schema defaults) on this data. Blocking: "
+    "nothing downstream runs on data that fails it."
+)
+
+
+def gate_check_result(report: Any) -> dg.AssetCheckResult:
+    """A data gate's report as a blocking check result, with the failing expectations."""
+    failed = report.failed()
+    table = ["| expectation | observed | unexpected | sample |", "|---|---|---|---|"]
+    for outcome in failed[:20]:
+        table.append(
+            f"| {outcome.describe()} | {str(outcome.observed_value)[:80]} | "
+            f"{outcome.unexpected_count if outcome.unexpected_count is not None else ''} | "
+            f"{', '.join(map(str, outcome.sample[:5]))[:80]} |"
+        )
+    return dg.AssetCheckResult(
+        check_name=DATA_GATE,
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=report.summary()[:1000],
+        metadata={
+            "rows": report.rows,
+            "expectations": len(report.outcomes),
+            "failed_expectations": len(failed),
+            "engine": report.engine,
+            "seconds": round(report.seconds, 3),
+            "failures": dg.MetadataValue.md("\n".join(table) if failed else "none"),
+            "outcomes": dg.MetadataValue.json(report.to_metadata()["outcomes"]),
+            **(
+                {"data_docs": dg.MetadataValue.path(report.data_docs_path)}
+                if report.data_docs_path
+                else {}
+            ),
+        },
+    )
+
+
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become strings: JSON metadata cannot hold them."""
     if isinstance(value, dict):
@@ -96,23 +135,39 @@ def _generator_asset(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
 def _feature_view_asset(repo: FeatureRepoSpec, view_name: str) -> dg.AssetsDefinition:
     view = next(v for v in repo.feature_views if v.name == view_name)
 
+    key = feature_key(view.name)
+
     @dg.asset(
-        key=feature_key(view.name),
+        key=key,
         deps=[source_key(view.source)],
+        check_specs=[
+            dg.AssetCheckSpec(
+                DATA_GATE, asset=key, blocking=True, description=DATA_GATE_DESCRIPTION
+            )
+        ],
         group_name=FEATURES_GROUP,
         kinds={"feast"},
         description=view.description
         or f"Feast feature view '{view.name}' ({', '.join(view.features)}), TTL {view.ttl}.",
         metadata={"feature_repo": repo.name, "ttl": view.ttl, "features": ", ".join(view.features)},
     )
-    def feature_view(context: AssetExecutionContext, platform: PlatformResource) -> Any:
-        """Apply the Feast definitions and materialize the view's latest values online."""
+    def feature_view(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """Gate the view's data, apply the Feast definitions, materialize it online."""
         from ml_platform.features import materialize_feature_view
 
-        summary = materialize_feature_view(repo, view.name, platform.settings())
+        summary, report = materialize_feature_view(repo, view.name, platform.settings())
+        check = gate_check_result(report)
+        if summary is None:
+            context.log.error(report.summary())
+            return dg.MaterializeResult(
+                metadata={"gate": "failed: not applied or materialized"}, check_results=[check]
+            )
         freshness = summary.freshness()
         context.log.info(f"{view.name}: {summary}")
         return dg.MaterializeResult(
+            check_results=[check],
             metadata={
                 "rows": summary.rows,
                 "entities": summary.entities,
@@ -122,7 +177,7 @@ def _feature_view_asset(repo: FeatureRepoSpec, view_name: str) -> dg.AssetsDefin
                 if freshness
                 else None,
                 "online_rows": summary.materialized_rows,
-            }
+            },
         )
 
     return feature_view
@@ -136,20 +191,43 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
     label_source = model.label.source
     scoring_source = model.scoring.source or label_source
 
+    training_set_key = model_key(name, "training_set")
+
     @dg.asset(
-        key=model_key(name, "training_set"),
+        key=training_set_key,
         deps=[source_key(label_source), *[feature_key(v) for v in resolved.feature_views]],
+        check_specs=[
+            dg.AssetCheckSpec(
+                DATA_GATE,
+                asset=training_set_key,
+                blocking=True,
+                description=DATA_GATE_DESCRIPTION,
+            )
+        ],
         kinds={"parquet", "feast"},
         group_name=name,
         owners=owners,
     )
-    def training_set(context: AssetExecutionContext, platform: PlatformResource) -> Any:
-        """Labels joined point-in-time with Feast features, split by time into train/val/test."""
+    def training_set(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """Labels joined point-in-time with Feast features, gated, split by time."""
         from ml_platform.datasets import build_training_set
 
-        manifest = build_training_set(model, resolved, catalog, platform.settings())
+        manifest, report = build_training_set(model, resolved, catalog, platform.settings())
+        check = gate_check_result(report)
+        if not report.success:
+            context.log.error(
+                f"training set {manifest.snapshot_id} failed its data gate:\n{report.summary()}"
+            )
+            return dg.MaterializeResult(
+                metadata={"data_snapshot_id": manifest.snapshot_id, "gate": "failed"},
+                check_results=[check],
+                data_version=dg.DataVersion(manifest.snapshot_id),
+            )
         context.log.info(f"training set {manifest.snapshot_id}: {manifest.rows}")
         return dg.MaterializeResult(
+            check_results=[check],
             metadata={
                 "data_snapshot_id": manifest.snapshot_id,
                 "rows": sum(manifest.rows.values()),
@@ -176,11 +254,15 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
     )
     def trained_model(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """A PyTorch model trained on the training set, registered as a new MLflow version."""
+        from ml_platform.datasets import DataGateFailed
         from ml_platform.lifecycle import train_model
 
-        record = train_model(
-            model, resolved, platform.settings(), context.run.run_id, context.log.info
-        )
+        try:
+            record = train_model(
+                model, resolved, platform.settings(), context.run.run_id, context.log.info
+            )
+        except DataGateFailed as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
         return dg.MaterializeResult(
             metadata={
                 "model_version": record.version,

@@ -20,7 +20,13 @@ from ml_platform.spec import Catalog, ModelSpec, ResolvedFeatures, parse_duratio
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ml_platform.validation import GateReport
+
 SPLITS = ("train", "validation", "test")
+
+
+class DataGateFailed(RuntimeError):
+    """Data failed a blocking data gate; nothing downstream may use it."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class TrainingSetManifest:
     label: str
     timestamp_column: str
     created_at: str
+    gate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +89,27 @@ def read_label_rows(
         *resolved.request,
         *spec.evaluation.slices,
     ]
-    columns = [c for c in dict.fromkeys(wanted) if c in source.columns]
-    frame = pd.read_parquet(source_path(settings, source.path), columns=columns)
-    frame[resolved.timestamp_column] = pd.to_datetime(frame[resolved.timestamp_column], utc=True)
+    path = source_path(settings, source.path)
+    # Only columns the file has: a missing column must fail the data gate with its name, not
+    # crash the reader.
+    present = set(_parquet_columns(path))
+    columns = [c for c in dict.fromkeys(wanted) if c in source.columns and c in present]
+    frame = pd.read_parquet(path, columns=columns)
+    for column in (resolved.timestamp_column, spec.label.available_at_column):
+        if column in frame.columns:
+            # Unparseable timestamps become NaT, which the data gate reports.
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
     return frame
+
+
+def _parquet_columns(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return (
+        list(pq.read_schema(path).names)
+        if not storage.is_url(path)
+        else pq.ParquetFile(path).schema_arrow.names
+    )
 
 
 def time_split(
@@ -115,35 +139,86 @@ def time_split(
     return {name: pd.DataFrame(part).reset_index(drop=True) for name, part in splits.items()}
 
 
+def training_set_gate(
+    spec: ModelSpec, resolved: ResolvedFeatures, frame: pd.DataFrame, settings: PlatformSettings
+) -> GateReport:
+    """Run the model's blocking data gate (GE 1.x) on a joined training set."""
+    from ml_platform.validation import gate_expectations, run_gate
+
+    gate = spec.gates.data
+    numeric = [
+        c
+        for c in resolved.model_inputs
+        if c not in resolved.categorical and c in frame.columns and frame[c].dtype.kind in "biuf"
+    ]
+    expectations = gate_expectations(
+        gate,
+        label=spec.label.column,
+        task=spec.task,
+        key_columns=resolved.entity_columns,
+        timestamp_column=resolved.timestamp_column,
+        feature_columns=resolved.model_inputs,
+        numeric_columns=numeric,
+    )
+    return run_gate(
+        frame,
+        expectations,
+        name=f"{spec.name}/training_set",
+        pii_columns=gate.pii_columns,
+        context_root=str(settings.home / "great_expectations"),
+    )
+
+
 def build_training_set(
     spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog, settings: PlatformSettings
-) -> TrainingSetManifest:
-    """Join labels with features point-in-time, split by time and write a snapshot.
+) -> tuple[TrainingSetManifest, GateReport]:
+    """Join labels with features point-in-time, gate the result, split by time, write it.
 
     Rows whose label was not yet known at the data's end (``label.available_at_column`` after
     the newest label timestamp) are excluded: training on them would use labels from the future.
-    The pointer to the current training set moves only after all files are written.
+    The result always goes through the model's blocking data gate. Data that fails it is never
+    made current: the attempt is recorded (so training refuses to run until the data changes),
+    the previous good training set stays in place.
     """
+    import pandas as pd
+
+    blocked = blocked_feature_views(settings, list(resolved.feature_views))
     labels = read_label_rows(spec, resolved, catalog, settings)
     timestamp = resolved.timestamp_column
-    as_of = labels[timestamp].max()
+    as_of = labels[timestamp].max() if timestamp in labels and len(labels) else None
     excluded = 0
-    if spec.label.available_at_column:
-        import pandas as pd
-
-        available = pd.to_datetime(labels[spec.label.available_at_column], utc=True)
+    if spec.label.available_at_column in labels.columns and as_of is not None:
+        available = labels[spec.label.available_at_column]
         mature = available <= as_of
         excluded = int((~mature).sum())
         labels = pd.DataFrame(labels[mature]).drop(columns=[spec.label.available_at_column])
-    joined = historical_features(settings, labels, resolved.feature_refs, timestamp)
+    joinable = (
+        len(labels) > 0
+        and all(c in labels.columns for c in [*resolved.entity_columns, timestamp])
+        and bool(labels[[*resolved.entity_columns, timestamp]].notna().to_numpy().all())
+    )
+    joined = (
+        historical_features(settings, labels, resolved.feature_refs, timestamp)
+        if joinable
+        else labels
+    )
     if len(joined) != len(labels):
         raise RuntimeError(
             f"the feature join returned {len(joined)} rows for {len(labels)} label rows; "
             "every label row must survive the join (check the Feast offline store)"
         )
-    splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
-    snapshot = snapshot_id(joined.sort_values([timestamp, *resolved.entity_columns]))
+    report = training_set_gate(spec, resolved, joined, settings)
+    if blocked:
+        report.success = False
+    sort_keys = [c for c in [timestamp, *resolved.entity_columns] if c in joined.columns]
+    snapshot = snapshot_id(joined.sort_values(sort_keys) if sort_keys else joined)
     directory = f"{training_set_root(settings, spec.name)}/{snapshot}"
+    gate_record = {**report.to_metadata(), "blocked_feature_views": blocked}
+    attempt = {"snapshot_id": snapshot, "gate_passed": report.success, "gate": gate_record}
+    if not report.success:
+        storage.write_json(f"{training_set_root(settings, spec.name)}/latest_attempt.json", attempt)
+        return _failed_manifest(spec, snapshot, directory, len(joined), gate_record), report
+    splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     for name, part in splits.items():
         storage.write_parquet(part, f"{directory}/{name}.parquet")
     label = spec.label.column
@@ -169,14 +244,70 @@ def build_training_set(
         label=label,
         timestamp_column=timestamp,
         created_at=datetime.now(UTC).isoformat(),
+        gate=gate_record,
     )
     storage.write_json(f"{directory}/manifest.json", manifest.to_dict())
     storage.write_pointer(training_set_root(settings, spec.name), manifest.to_dict())
-    return manifest
+    storage.write_json(f"{training_set_root(settings, spec.name)}/latest_attempt.json", attempt)
+    return manifest, report
+
+
+def _failed_manifest(
+    spec: ModelSpec, snapshot: str, directory: str, rows: int, gate: dict[str, Any]
+) -> TrainingSetManifest:
+    return TrainingSetManifest(
+        model=spec.name,
+        snapshot_id=snapshot,
+        directory=directory,
+        rows={"all": rows},
+        label_balance={},
+        time_ranges={},
+        as_of="",
+        excluded_immature_labels=0,
+        features=[],
+        categorical=[],
+        label=spec.label.column,
+        timestamp_column="",
+        created_at=datetime.now(UTC).isoformat(),
+        gate=gate,
+    )
+
+
+def view_gate_root(settings: PlatformSettings, view: str) -> str:
+    return settings.data_path("features", view)
+
+
+def record_view_gate(settings: PlatformSettings, view: str, passed: bool) -> None:
+    """Remember a feature view's latest gate verdict."""
+    storage.write_json(f"{view_gate_root(settings, view)}/gate.json", {"passed": passed})
+
+
+def blocked_feature_views(settings: PlatformSettings, views: list[str]) -> list[str]:
+    """Views whose latest data gate failed (cleared by materializing them on passing data)."""
+    blocked = []
+    for view in views:
+        path = f"{view_gate_root(settings, view)}/gate.json"
+        if storage.exists(path) and not storage.read_json(path)["passed"]:
+            blocked.append(view)
+    return blocked
 
 
 def current_training_set(settings: PlatformSettings, model: str) -> TrainingSetManifest:
-    """The manifest of the newest complete training set of ``model``."""
+    """The manifest of the newest training set of ``model`` that passed its data gate.
+
+    Raises:
+        DataGateFailed: the newest attempt failed its gate: nothing may train on older data
+            either until the data changes and a new training set passes.
+        FileNotFoundError: no training set was built yet.
+    """
+    attempt_path = f"{training_set_root(settings, model)}/latest_attempt.json"
+    if storage.exists(attempt_path):
+        attempt = storage.read_json(attempt_path)
+        if not attempt["gate_passed"]:
+            raise DataGateFailed(
+                f"the newest training set of '{model}' ({attempt['snapshot_id']}) failed its "
+                f"data gate, so '{model}' is not trained:\n{attempt['gate'].get('summary', '')}"
+            )
     record = storage.read_pointer(training_set_root(settings, model))
     if record is None:
         raise FileNotFoundError(

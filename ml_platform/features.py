@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
 
+    from ml_platform.validation import GateReport
+
 EVENT_TIMESTAMP = "event_timestamp"
 
 
@@ -145,16 +147,63 @@ class ViewSummary:
         return (now or datetime.now(UTC)) - self.last_timestamp
 
 
+def feature_view_gate(
+    spec: FeatureRepoSpec, view_name: str, settings: PlatformSettings
+) -> GateReport:
+    """Run a feature view's blocking data gate (GE 1.x) on its source data."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from ml_platform.validation import gate_expectations, run_gate
+
+    view = next(v for v in spec.feature_views if v.name == view_name)
+    source = next(s for s in spec.sources if s.name == view.source)
+    keys = [k for e in spec.entities if e.name in view.entities for k in e.join_keys]
+    path = source_path(settings, source.path)
+    wanted = list(dict.fromkeys([*keys, source.timestamp_field, *view.features]))
+    present = set(pq.read_schema(path).names)
+    frame = pd.read_parquet(path, columns=[c for c in wanted if c in present])
+    numeric = [
+        f for f in view.features if source.columns[f] in ("int64", "int32", "float64", "float32")
+    ]
+    expectations = gate_expectations(
+        view.gates,
+        label=None,
+        task=None,
+        key_columns=keys,
+        timestamp_column=source.timestamp_field,
+        feature_columns=view.features,
+        numeric_columns=[
+            c for c in numeric if c in frame.columns and frame[c].dtype.kind in "biuf"
+        ],
+    )
+    return run_gate(
+        frame,
+        expectations,
+        name=f"features/{view_name}",
+        pii_columns=view.gates.pii_columns,
+        context_root=str(settings.home / "great_expectations"),
+    )
+
+
 def materialize_feature_view(
     spec: FeatureRepoSpec, view_name: str, settings: PlatformSettings
-) -> ViewSummary:
-    """Apply the repo, summarize the view's offline data and load its latest values online.
+) -> tuple[ViewSummary | None, GateReport]:
+    """Gate the view's source data, then apply the repo and load its latest values online.
 
+    Data failing the gate is not applied or materialized, and the failure is recorded so no
+    training set is built on the view until it is materialized again on passing data.
     The materialization window is the view's TTL before its newest row, so the online store holds
     exactly the values a request at the data's end could use.
     """
     import duckdb
 
+    from ml_platform.datasets import record_view_gate
+
+    report = feature_view_gate(spec, view_name, settings)
+    record_view_gate(settings, view_name, report.success)
+    if not report.success:
+        return None, report
     view = next(v for v in spec.feature_views if v.name == view_name)
     source = next(s for s in spec.sources if s.name == view.source)
     store = apply_feature_repo(spec, settings)
@@ -180,13 +229,14 @@ def materialize_feature_view(
             feature_views=[view_name],
         )
         materialized = entity_count
-    return ViewSummary(
+    summary = ViewSummary(
         rows=int(rows),
         entities=int(entity_count),
         first_timestamp=first,
         last_timestamp=last,
         materialized_rows=int(materialized),
     )
+    return summary, report
 
 
 def _utc(value: Any) -> datetime | None:

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ml_platform.compute import load_profiles
+from ml_platform.validation import DataGateSpec
 
 SPEC_PATH_ENV = "ML_PLATFORM_SPEC_PATH"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -100,6 +101,8 @@ class FeatureViewSpec(_Strict):
     features: list[str] = Field(min_length=1)
     online: bool = True
     description: str = ""
+    # Dimension tables can be small: by default a view only has to hold some rows.
+    gates: DataGateSpec = Field(default_factory=lambda: DataGateSpec(min_rows=1))
 
 
 class FeatureServiceSpec(_Strict):
@@ -160,6 +163,12 @@ class FeatureRepoSpec(_Strict):
                             f"{where}: join key '{key}' of entity '{entity_name}' is not a column "
                             f"of source '{source.name}'; add it to the source's columns"
                         )
+            for column in _gate_columns(view.gates):
+                if column not in source.columns:
+                    problems.append(
+                        f"{where}.gates: {_unknown('column', column, source.columns)} "
+                        f"in source '{source.name}'"
+                    )
             for feature in view.features:
                 if feature not in source.columns:
                     problems.append(
@@ -291,6 +300,7 @@ class EvaluationGateSpec(_Strict):
 
 
 class GatesSpec(_Strict):
+    data: DataGateSpec = Field(default_factory=DataGateSpec)
     evaluation: EvaluationGateSpec = Field(default_factory=EvaluationGateSpec)
 
 
@@ -385,6 +395,13 @@ class Catalog:
 
     def repo_of_source(self, source: str) -> FeatureRepoSpec:
         return self.sources()[source][0]
+
+
+def _gate_columns(gate: DataGateSpec) -> list[str]:
+    """Columns a data gate names: PII columns and the columns of its expectations."""
+    return list(
+        dict.fromkeys([*gate.pii_columns, *(c for e in gate.expectations for c in e.columns)])
+    )
 
 
 def _unknown(kind: str, value: str, known: Iterable[str]) -> str:
@@ -594,6 +611,12 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ResolvedFeatures:
         "multiclass_classification": {"accuracy", "macro_f1", "log_loss"},
         "regression": {"rmse", "mae", "r2"},
     }[spec.task]
+    for column in _gate_columns(spec.gates.data):
+        if column not in columns and column not in all_inputs:
+            problems.append(
+                f"gates.data: {_unknown('column', column, columns)} in label source "
+                f"'{source.name}' or the model's features"
+            )
     gates = spec.gates.evaluation
     gate_metrics = [
         (f"gates.evaluation.{part}", metric)

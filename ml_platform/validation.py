@@ -164,7 +164,9 @@ def _normalize_kwargs(kind: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     for key in kwargs:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = [a for a in allowed if a.startswith(key)] or difflib.get_close_matches(
+                key, allowed, n=1
+            )
             hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
             problems.append(f"kwargs.{key} is not an argument of {kind} ({hint})")
     for key in signature.required:
@@ -267,16 +269,16 @@ def default_expectations(
         task: ``binary_classification``, ``multiclass_classification``, ``regression`` or None.
         key_columns: Entity key columns; with the timestamp they identify a row.
         timestamp_column: The event timestamp column, or None.
-        feature_columns: Columns the model reads; each must exist.
+        feature_columns: Columns the model reads; each must exist and hold some non-null value.
         gate: The gate declaration; ``defaults=False`` returns no expectations.
         numeric_columns: Numeric feature columns; each must hold no +-inf (NaN stays allowed:
             the trainer imputes missing values).
 
     Returns:
-        The default expectations: the row count floor, label present, non-null and valid for the
-        task (binary: values in {0, 1}, positive share within ``label_balance``; every task: at
-        least two distinct values), unique non-null entity+timestamp keys and every feature
-        column present.
+        The default expectations: the row count floor; the label present, non-null and valid
+        for the task (binary: values in {0, 1} and a positive share within ``label_balance``;
+        regression: finite; every task: at least two distinct values); non-null entity keys and
+        timestamp, unique together; every feature column present and not entirely null.
     """
     if not gate.defaults:
         return []
@@ -320,6 +322,15 @@ def default_expectations(
         result.append(_expect("expect_compound_columns_to_be_unique", column_list=keys))
     for column in dict.fromkeys(feature_columns):
         result.append(_expect("expect_column_to_exist", column=column))
+        # Missing values are imputed in training, but a column with none at all is a broken join.
+        result.append(
+            _expect(
+                "expect_column_proportion_of_non_null_values_to_be_between",
+                column=column,
+                min_value=0,
+                strict_min=True,
+            )
+        )
     for column in dict.fromkeys(numeric_columns):
         result.append(
             _expect(
@@ -439,15 +450,20 @@ class GateReport:
 def _failure_detail(outcome: ExpectationOutcome) -> str:
     if outcome.exception:
         return f"error: {outcome.exception}"
+    if outcome.type == "expect_column_to_exist":
+        where = " at that position" if outcome.kwargs.get("column_index") else ""
+        return f"the column is missing{where}"
     parts: list[str] = []
     if outcome.unexpected_count is not None:
         percent = outcome.unexpected_percent
-        share = f" ({percent:.4g}% of non-null values)" if percent is not None else ""
+        share = f" ({percent:.4g}%)" if percent is not None else ""
         parts.append(f"{outcome.unexpected_count} unexpected values{share}")
     if outcome.sample:
         parts.append(f"e.g. {_short(outcome.sample)}")
-    if outcome.observed_value is not None or not parts:
+    if outcome.observed_value is not None:
         parts.append(f"observed {_short(outcome.observed_value)}")
+    elif not parts:
+        parts.append("nothing to measure (no rows, or the column is entirely null)")
     return ", ".join(parts)
 
 
@@ -584,14 +600,14 @@ class _Fast(NamedTuple):
 
 
 def _fast_outcome(spec: ExpectationSpec, fast: _Fast, pii: frozenset[str]) -> ExpectationOutcome:
-    observed = fast.observed_value
-    if _targets_pii(spec, pii) and not isinstance(observed, (int, float, type(None))):
+    observed = _json_safe(fast.observed_value)
+    if _targets_pii(spec, pii) and not _is_number(observed) and observed is not None:
         observed = MASK
     return ExpectationOutcome(
         type=spec.type,
         kwargs=_safe_kwargs(spec, pii),
         success=fast.success,
-        observed_value=_json_safe(observed),
+        observed_value=observed,
         unexpected_count=fast.unexpected_count,
         unexpected_percent=fast.unexpected_percent,
         engine="fast",
@@ -614,7 +630,8 @@ def _fast_evaluate(data: pd.DataFrame | _Columns, spec: ExpectationSpec) -> _Fas
         with np.errstate(all="ignore"):  # GE runs the same comparisons, warnings included
             return evaluate(columns, spec.kwargs)
     except Exception as exc:  # any surprise: GE decides and explains
-        logger.debug("fast check of %s failed with %s; deferring to GE", spec.type, exc)
+        # Only the exception's type: its message may quote values of a PII column.
+        logger.debug("fast check of %s raised %s; GE decides", spec.type, type(exc).__name__)
         return None
 
 
@@ -992,6 +1009,7 @@ def _ge_run(
     docs: str | None = None
     try:
         import great_expectations as gx
+        import numpy as np
 
         context = _ge_context(gx, context_root)
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "gate"
@@ -1026,10 +1044,11 @@ def _ge_run(
         validation = context.validation_definitions.add_or_update(
             gx.ValidationDefinition(data=batch, suite=suite, name=safe_name)
         )
-        result = validation.run(
-            batch_parameters={"dataframe": _frame_for_ge(frame, keep, indexed)},
-            result_format=result_format,
-        )
+        with np.errstate(all="ignore"):
+            result = validation.run(
+                batch_parameters={"dataframe": _frame_for_ge(frame, keep, indexed)},
+                result_format=result_format,
+            )
         specs = dict(indexed)
         for item in result.results:
             index = int(item.expectation_config.meta[_GATE_INDEX])
@@ -1084,10 +1103,10 @@ def _ge_outcome(
     exception = _exception_message(item.exception_info)
     sample = list(result.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
     unexpected = result.get("unexpected_count")
-    observed = result.get("observed_value")
+    observed = _json_safe(result.get("observed_value"))
     if private:
         sample = [MASK] * min(int(unexpected or 0), SAMPLE_SIZE)
-        if not isinstance(observed, (int, float, type(None))):
+        if not _is_number(observed) and observed is not None:
             observed = MASK
         if exception is not None and not _MISSING_COLUMN.match(exception):
             exception = "Great Expectations raised an error (message withheld: PII column)"
@@ -1097,7 +1116,7 @@ def _ge_outcome(
         type=spec.type,
         kwargs=_safe_kwargs(spec, pii),
         success=bool(item.success),
-        observed_value=_json_safe(observed),
+        observed_value=observed,
         unexpected_count=None if unexpected is None else int(unexpected),
         unexpected_percent=_json_safe(result.get("unexpected_percent")),
         sample=_json_safe(sample),
