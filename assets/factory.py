@@ -132,7 +132,14 @@ def _generator_asset(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
     return generate_sources
 
 
-def _feature_view_asset(repo: FeatureRepoSpec, view_name: str) -> dg.AssetsDefinition:
+def gated_automation() -> dg.AutomationCondition:
+    """Rebuild when upstream data changes, but never past a failed blocking check upstream."""
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def _feature_view_asset(
+    repo: FeatureRepoSpec, view_name: str, automated: bool = False
+) -> dg.AssetsDefinition:
     view = next(v for v in repo.feature_views if v.name == view_name)
 
     key = feature_key(view.name)
@@ -147,6 +154,7 @@ def _feature_view_asset(repo: FeatureRepoSpec, view_name: str) -> dg.AssetsDefin
         ],
         group_name=FEATURES_GROUP,
         kinds={"feast"},
+        automation_condition=gated_automation() if automated else None,
         description=view.description
         or f"Feast feature view '{view.name}' ({', '.join(view.features)}), TTL {view.ttl}.",
         metadata={"feature_repo": repo.name, "ttl": view.ttl, "features": ", ".join(view.features)},
@@ -188,6 +196,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
     name = model.name
     profile = load_profiles()[model.compute.profile]
     owners = [model.owner] if "@" in model.owner else []
+    automation = gated_automation() if model.retraining.automation else None
     label_source = model.label.source
     scoring_source = model.scoring.source or label_source
 
@@ -207,6 +216,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         kinds={"parquet", "feast"},
         group_name=name,
         owners=owners,
+        automation_condition=automation,
     )
     def training_set(
         context: AssetExecutionContext, platform: PlatformResource
@@ -251,6 +261,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         pool=pool(profile),
         group_name=name,
         owners=owners,
+        automation_condition=automation,
     )
     def trained_model(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """A PyTorch model trained on the training set, registered as a new MLflow version."""
@@ -293,6 +304,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         kinds={"mlflow"},
         group_name=name,
         owners=owners,
+        automation_condition=automation,
     )
     def evaluation(
         context: AssetExecutionContext, platform: PlatformResource
@@ -335,6 +347,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         kinds={"mlflow"},
         group_name=name,
         owners=owners,
+        automation_condition=automation,
     )
     def champion(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
@@ -361,6 +374,7 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         kinds={"parquet"},
         group_name=name,
         owners=owners,
+        automation_condition=automation,
     )
     def predictions(context: AssetExecutionContext, platform: PlatformResource) -> Any:
         """The newest data scored by the champion, with an audit record of what scored what."""
@@ -432,7 +446,16 @@ def build_assets(catalog: Catalog) -> list[dg.AssetsDefinition | dg.AssetSpec]:
                 )
                 for s in repo.sources
             ]
-        built += [_feature_view_asset(repo, view.name) for view in repo.feature_views]
+        automated_views = {
+            view
+            for name, model in catalog.models.items()
+            if model.retraining.automation
+            for view in catalog.resolved[name].feature_views
+        }
+        built += [
+            _feature_view_asset(repo, view.name, view.name in automated_views)
+            for view in repo.feature_views
+        ]
     for model in catalog.models.values():
         built += _model_assets(model, catalog)
     built += [_invalid_spec_asset(error, i) for i, error in enumerate(catalog.errors)]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ml_platform import storage
 from ml_platform.features import historical_features, source_path
 from ml_platform.settings import PlatformSettings
-from ml_platform.spec import Catalog, ModelSpec, ResolvedFeatures, parse_duration
+from ml_platform.spec import Catalog, ModelSpec, ResolvedFeatures, gate_columns, parse_duration
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,6 +88,7 @@ def read_label_rows(
         *([spec.label.available_at_column] if spec.label.available_at_column else []),
         *resolved.request,
         *spec.evaluation.slices,
+        *gate_columns(spec.gates.data),
     ]
     path = source_path(settings, source.path)
     # Only columns the file has: a missing column must fail the data gate with its name, not
@@ -139,18 +140,39 @@ def time_split(
     return {name: pd.DataFrame(part).reset_index(drop=True) for name, part in splits.items()}
 
 
+NUMERIC_TYPES = frozenset({"int64", "int32", "float64", "float32"})
+
+
+def declared_numeric_inputs(
+    spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog
+) -> list[str]:
+    """Model inputs whose declared source type is numeric (whatever the data actually holds)."""
+    sources = catalog.sources()
+    views = catalog.feature_views()
+    declared = dict(sources[spec.label.source][1].columns)
+    for view in resolved.feature_views:
+        declared.update(sources[views[view][1].source][1].columns)
+    return [
+        c for c in resolved.model_inputs
+        if c not in resolved.categorical and declared.get(c) in NUMERIC_TYPES
+    ]
+
+
 def training_set_gate(
-    spec: ModelSpec, resolved: ResolvedFeatures, frame: pd.DataFrame, settings: PlatformSettings
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    frame: pd.DataFrame,
+    settings: PlatformSettings,
+    numeric: list[str],
 ) -> GateReport:
-    """Run the model's blocking data gate (GE 1.x) on a joined training set."""
+    """Run the model's blocking data gate (GE 1.x) on a joined training set.
+
+    ``numeric`` columns must hold finite numbers: +-inf and non-numbers (a column of strings
+    where the source declares float64) fail the gate instead of reaching the trainer.
+    """
     from ml_platform.validation import gate_expectations, run_gate
 
     gate = spec.gates.data
-    numeric = [
-        c
-        for c in resolved.model_inputs
-        if c not in resolved.categorical and c in frame.columns and frame[c].dtype.kind in "biuf"
-    ]
     expectations = gate_expectations(
         gate,
         label=spec.label.column,
@@ -207,7 +229,9 @@ def build_training_set(
             f"the feature join returned {len(joined)} rows for {len(labels)} label rows; "
             "every label row must survive the join (check the Feast offline store)"
         )
-    report = training_set_gate(spec, resolved, joined, settings)
+    report = training_set_gate(
+        spec, resolved, joined, settings, declared_numeric_inputs(spec, resolved, catalog)
+    )
     if blocked:
         report.success = False
     sort_keys = [c for c in [timestamp, *resolved.entity_columns] if c in joined.columns]
@@ -218,6 +242,9 @@ def build_training_set(
     if not report.success:
         storage.write_json(f"{training_set_root(settings, spec.name)}/latest_attempt.json", attempt)
         return _failed_manifest(spec, snapshot, directory, len(joined), gate_record), report
+    # PII the gate needed is not kept in the training set unless the model uses it.
+    used = {*resolved.model_inputs, *spec.evaluation.slices}
+    joined = joined.drop(columns=[c for c in spec.gates.data.pii_columns if c not in used])
     splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     for name, part in splits.items():
         storage.write_parquet(part, f"{directory}/{name}.parquet")

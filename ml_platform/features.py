@@ -154,6 +154,7 @@ def feature_view_gate(
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from ml_platform.datasets import NUMERIC_TYPES
     from ml_platform.validation import gate_expectations, run_gate
 
     view = next(v for v in spec.feature_views if v.name == view_name)
@@ -163,9 +164,8 @@ def feature_view_gate(
     wanted = list(dict.fromkeys([*keys, source.timestamp_field, *view.features]))
     present = set(pq.read_schema(path).names)
     frame = pd.read_parquet(path, columns=[c for c in wanted if c in present])
-    numeric = [
-        f for f in view.features if source.columns[f] in ("int64", "int32", "float64", "float32")
-    ]
+    # Declared numeric columns must hold finite numbers, whatever dtype the file has.
+    numeric = [f for f in view.features if source.columns[f] in NUMERIC_TYPES]
     expectations = gate_expectations(
         view.gates,
         label=None,
@@ -173,9 +173,7 @@ def feature_view_gate(
         key_columns=keys,
         timestamp_column=source.timestamp_field,
         feature_columns=view.features,
-        numeric_columns=[
-            c for c in numeric if c in frame.columns and frame[c].dtype.kind in "biuf"
-        ],
+        numeric_columns=numeric,
     )
     return run_gate(
         frame,

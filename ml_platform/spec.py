@@ -163,7 +163,7 @@ class FeatureRepoSpec(_Strict):
                             f"{where}: join key '{key}' of entity '{entity_name}' is not a column "
                             f"of source '{source.name}'; add it to the source's columns"
                         )
-            for column in _gate_columns(view.gates):
+            for column in gate_columns(view.gates):
                 if column not in source.columns:
                     problems.append(
                         f"{where}.gates: {_unknown('column', column, source.columns)} "
@@ -317,6 +317,9 @@ class ScoringSpec(_Strict):
 class RetrainingSpec(_Strict):
     schedule: str | None = "0 3 * * 1"
     timezone: str = "UTC"
+    # Declarative automation: rebuild the model's graph when its data changes, never past a
+    # failed blocking check.
+    automation: bool = False
 
     @field_validator("schedule")
     @classmethod
@@ -397,7 +400,7 @@ class Catalog:
         return self.sources()[source][0]
 
 
-def _gate_columns(gate: DataGateSpec) -> list[str]:
+def gate_columns(gate: DataGateSpec) -> list[str]:
     """Columns a data gate names: PII columns and the columns of its expectations."""
     return list(
         dict.fromkeys([*gate.pii_columns, *(c for e in gate.expectations for c in e.columns)])
@@ -611,7 +614,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ResolvedFeatures:
         "multiclass_classification": {"accuracy", "macro_f1", "log_loss"},
         "regression": {"rmse", "mae", "r2"},
     }[spec.task]
-    for column in _gate_columns(spec.gates.data):
+    for column in gate_columns(spec.gates.data):
         if column not in columns and column not in all_inputs:
             problems.append(
                 f"gates.data: {_unknown('column', column, columns)} in label source "

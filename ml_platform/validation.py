@@ -477,9 +477,9 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return int(value)
+    if isinstance(value, float):  # numpy's float64 too, returned as a plain float
+        return float(value) if math.isfinite(value) else str(float(value))
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -63,7 +63,20 @@ def _new_data_sensor(catalog: Catalog, model: str) -> dg.SensorDefinition:
 
 def build_sensors(catalog: Catalog) -> list[dg.SensorDefinition]:
     """Per-model new-label sensors, and one sensor that alerts on every failed run."""
-    return [*(_new_data_sensor(catalog, name) for name in catalog.models), failure_alerts]
+    sensors: list[dg.SensorDefinition] = [
+        *(_new_data_sensor(catalog, name) for name in catalog.models),
+        failure_alerts,
+    ]
+    if any(spec.retraining.automation for spec in catalog.models.values()):
+        sensors.append(
+            dg.AutomationConditionSensorDefinition(
+                "ml_platform_automation",
+                target=dg.AssetSelection.all(),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                description="Evaluates the models' automation conditions (retraining.automation).",
+            )
+        )
+    return sensors
 
 
 @dg.run_failure_sensor(
