@@ -89,6 +89,9 @@ def read_label_rows(
         *resolved.request,
         *spec.evaluation.slices,
         *gate_columns(spec.gates.data),
+        # Every join key the label rows carry: a champion trained on other feature views can
+        # then be evaluated on exactly these rows.
+        *(k for r in catalog.feature_repos.values() for e in r.entities for k in e.join_keys),
     ]
     path = source_path(settings, source.path)
     # Only columns the file has: a missing column must fail the data gate with its name, not
@@ -153,7 +156,8 @@ def declared_numeric_inputs(
     for view in resolved.feature_views:
         declared.update(sources[views[view][1].source][1].columns)
     return [
-        c for c in resolved.model_inputs
+        c
+        for c in resolved.model_inputs
         if c not in resolved.categorical and declared.get(c) in NUMERIC_TYPES
     ]
 

@@ -180,6 +180,7 @@ def evaluation_gates(
     slices: dict[str, dict[str, dict[str, float]]],
     champion_metrics: dict[str, float] | None,
     gates: EvaluationGateSpec,
+    champion_error: str | None = None,
 ) -> list[GateResult]:
     """Every evaluation gate's verdict, in ``EVALUATION_GATES`` order.
 
@@ -212,7 +213,7 @@ def evaluation_gates(
     )
 
     tolerances = dict(gates.max_regression) or {primary_metric: DEFAULT_REGRESSION_TOLERANCE}
-    failures, compared = [], {}
+    failures, compared = [champion_error] if champion_error else [], {}
     if champion_metrics is not None:
         for metric, tolerance in tolerances.items():
             value = metrics.get(metric, math.nan)

@@ -146,6 +146,8 @@ def train_model(
         registry.TAG_PROFILE: spec.compute.profile,
         "ml_platform.model": spec.name,
         "ml_platform.owner": spec.owner,
+        # Lets a later evaluation join this version's features for rows built for another model.
+        registry.TAG_FEATURE_REFS: json.dumps(resolved.feature_refs),
     }
     with registry.start_training_run(settings, spec.name, params, tags) as run:
         log(f"MLflow run {run.run_id}: {run.url}")
@@ -213,6 +215,46 @@ def current_model(settings: PlatformSettings, model: str) -> ModelRecord:
     return ModelRecord(**record)
 
 
+def _with_inputs_of(
+    model: TrainedModel,
+    version: str,
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    settings: PlatformSettings,
+) -> pd.DataFrame:
+    """``frame`` plus any input column ``model`` needs that it lacks, joined point-in-time.
+
+    A champion trained on other features is compared on the same test rows: its own features
+    are fetched from Feast for those rows as of each row's timestamp.
+
+    Raises:
+        ValueError: the missing columns cannot be joined (no feature refs or no join keys).
+    """
+    import json
+
+    from ml_platform.features import historical_features
+
+    inputs = [*model.schema.numeric, *model.schema.categorical]
+    missing = [c for c in inputs if c not in frame.columns]
+    if not missing:
+        return frame
+    tags = registry.version_tags(settings, spec.name, version)
+    refs = [
+        r
+        for r in json.loads(tags.get(registry.TAG_FEATURE_REFS, "[]"))
+        if r.split(":", 1)[1] in missing
+    ]
+    uncovered = sorted(set(missing) - {r.split(":", 1)[1] for r in refs})
+    if uncovered:
+        raise ValueError(
+            f"version {version} of '{spec.name}' needs columns {uncovered} that neither the test "
+            "split nor its recorded feature views provide; it cannot be compared on these rows"
+        )
+    timestamp = datasets.current_training_set(settings, spec.name).timestamp_column
+    joined = historical_features(settings, frame, refs, timestamp)
+    return joined
+
+
 def _score(model: TrainedModel, frame: pd.DataFrame) -> Any:
     return model.predict(frame)
 
@@ -241,8 +283,9 @@ def evaluate_model(
 
     def evaluate(version: str) -> tuple[dict[str, float], dict[str, Any]]:
         model = registry.load_model(settings, spec.name, version)
+        rows = _with_inputs_of(model, version, test, spec, settings)
         started = time.perf_counter()
-        prediction = _score(model, test)
+        prediction = _score(model, rows)
         seconds = time.perf_counter() - started
         truth = _labels(spec, model, test)
         metrics = compute_metrics(spec.task, truth, prediction, threshold)
@@ -261,13 +304,23 @@ def evaluate_model(
     metrics, slices = evaluate(record.version)
     champion = registry.champion_version(settings, spec.name)
     champion_metrics = champion_slices = None
+    champion_error = None
     if champion is not None and champion != record.version:
         log(f"comparing with champion v{champion} on the same {len(test)} test rows")
-        champion_metrics, champion_slices = evaluate(champion)
+        try:
+            champion_metrics, champion_slices = evaluate(champion)
+        except ValueError as error:
+            champion_error = f"champion v{champion} could not be evaluated: {error}"
+            log(champion_error)
     elif champion == record.version:
         champion_metrics, champion_slices = metrics, slices
     gates = evaluation_gates(
-        spec.primary_metric, metrics, slices, champion_metrics, spec.gates.evaluation
+        spec.primary_metric,
+        metrics,
+        slices,
+        champion_metrics,
+        spec.gates.evaluation,
+        champion_error,
     )
     report = EvaluationReport(
         model=spec.name,

@@ -30,6 +30,7 @@ TAG_DAGSTER_RUN = "dagster_run_id"
 TAG_CODE_VERSION = "ml_platform.code_version"
 TAG_SNAPSHOT = "ml_platform.data_snapshot_id"
 TAG_PROFILE = "ml_platform.compute_profile"
+TAG_FEATURE_REFS = "ml_platform.feature_refs"
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
 

@@ -1013,10 +1013,10 @@ def _ge_run(
 
         context = _ge_context(gx, context_root)
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "gate"
-        suite = gx.ExpectationSuite(name=safe_name)
         # A suite is a set: GE drops an expectation equal to one already added (meta and notes
         # aside), so duplicates share the first one's result.
         added: list[tuple[Any, int]] = []
+        expectations: list[Any] = []
         duplicate_of: dict[int, int] = {}
         for index, spec in indexed:
             try:
@@ -1030,12 +1030,16 @@ def _ge_run(
             first = next((i for key, i in added if key == identity), None)
             if first is None:
                 added.append((identity, index))
-                suite.add_expectation(expectation)
+                expectations.append(expectation)
             else:
                 duplicate_of[index] = first
         if not added:
             return outcomes, None
-        suite = context.suites.add_or_update(suite)
+        # Built whole, then stored once: adding expectations one by one to a stored suite
+        # rewrites the suite file after each one.
+        suite = context.suites.add_or_update(
+            gx.ExpectationSuite(name=safe_name, expectations=expectations)
+        )
         batch = (
             context.data_sources.add_or_update_pandas(safe_name)
             .add_dataframe_asset(safe_name)
@@ -1044,11 +1048,25 @@ def _ge_run(
         validation = context.validation_definitions.add_or_update(
             gx.ValidationDefinition(data=batch, suite=suite, name=safe_name)
         )
+        batch_parameters = {"dataframe": _frame_for_ge(frame, keep, indexed)}
         with np.errstate(all="ignore"):
-            result = validation.run(
-                batch_parameters={"dataframe": _frame_for_ge(frame, keep, indexed)},
-                result_format=result_format,
-            )
+            if context_root is None:
+                result = validation.run(
+                    batch_parameters=batch_parameters, result_format=result_format
+                )
+            else:
+                # A checkpoint's UpdateDataDocsAction renders only this run's pages; a plain
+                # build_data_docs() re-renders every stored result and slows down run by run.
+                checkpoint = context.checkpoints.add_or_update(
+                    gx.Checkpoint(
+                        name=safe_name,
+                        validation_definitions=[validation],
+                        actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+                        result_format=result_format,
+                    )
+                )
+                run = checkpoint.run(batch_parameters=batch_parameters)
+                result = next(iter(run.run_results.values()))
         specs = dict(indexed)
         for item in result.results:
             index = int(item.expectation_config.meta[_GATE_INDEX])
@@ -1057,7 +1075,7 @@ def _ge_run(
             if first in outcomes:
                 outcomes[index] = replace(outcomes[first], kwargs=_safe_kwargs(specs[index], pii))
         if context_root is not None:
-            docs = _data_docs_index(context.build_data_docs())
+            docs = _data_docs_index(context.get_docs_sites_urls())
     except Exception as exc:  # GE itself failed: every pending expectation fails, explained
         for index, spec in indexed:
             if index not in outcomes:
@@ -1088,11 +1106,13 @@ def _ge_expectation(gx: Any, spec: ExpectationSpec, index: int) -> Any:
     return getattr(gx.expectations, class_name)(**kwargs)
 
 
-def _data_docs_index(sites: dict[str, str]) -> str | None:
+def _data_docs_index(sites: list[dict[str, Any]]) -> str | None:
     from urllib.parse import unquote, urlparse
 
-    for url in sites.values():
-        return unquote(urlparse(url).path) if url.startswith("file:") else url
+    for site in sites:
+        url = str(site.get("site_url") or "")
+        if url:
+            return unquote(urlparse(url).path) if url.startswith("file:") else url
     return None
 
 

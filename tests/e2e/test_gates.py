@@ -67,8 +67,9 @@ def champion_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     """Version 1 trained, promoted and scored on good data; saved once for the module."""
     root = tmp_path_factory.mktemp("gates")
     home, specs, snapshot = root / "home", root / "specs", root / "snapshot"
-    saved = {k: os.environ.get(k) for k in ("ML_PLATFORM_HOME", "DAGSTER_HOME",
-                                              "ML_PLATFORM_SPEC_PATH")}
+    saved = {
+        k: os.environ.get(k) for k in ("ML_PLATFORM_HOME", "DAGSTER_HOME", "ML_PLATFORM_SPEC_PATH")
+    }
     _point_environment_at(home, specs)
     (home / "dagster").mkdir(parents=True)
     settings = PlatformSettings.from_env()
@@ -88,14 +89,36 @@ def champion_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             os.environ[key] = value
 
 
+def forget_mlflow_stores() -> None:
+    """MLflow caches one store (and its open SQLite connections) per URI; the restored database
+    is a new file at the same path, so the cached connections must go."""
+    from mlflow.store.model_registry.sqlalchemy_store import (
+        SqlAlchemyStore as RegistrySqlAlchemyStore,
+    )
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    for store in (SqlAlchemyStore, RegistrySqlAlchemyStore):
+        for engine in store._engine_map.values():
+            engine.dispose()
+        store._engine_map.clear()
+
+
 @pytest.fixture
 def world(champion_snapshot: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     """The champion state restored at its original path (MLflow and pointers hold paths)."""
     home, specs = champion_snapshot / "home", champion_snapshot / "specs"
+    forget_mlflow_stores()
     shutil.rmtree(home)
     shutil.copytree(champion_snapshot / "snapshot", home)
-    for key, value in (("ML_PLATFORM_HOME", home), ("DAGSTER_HOME", home / "dagster"),
-                       ("ML_PLATFORM_SPEC_PATH", specs)):
+    for key, value in (
+        ("ML_PLATFORM_HOME", home),
+        ("DAGSTER_HOME", home / "dagster"),
+        ("ML_PLATFORM_SPEC_PATH", specs),
+    ):
         monkeypatch.setenv(key, str(value))
     monkeypatch.setenv("ML_PLATFORM_ALERT_HANDLER", f"{__name__}:capture_alert")
     ALERTS.clear()
@@ -145,15 +168,21 @@ def launch(how: str, defs: dg.Definitions, instance: dg.DagsterInstance) -> list
 
 def automation_ticks(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """New label data lands; automation ticks until it requests nothing more."""
-    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["sources",
-                                                                              "loan_outcomes"])))
-    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["sources",
-                                                                              "bureau_reports"])))
-    runs, cursor = [], None
+    # A first tick records where the instance stands; updates after it are what "new" means.
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(dg.AssetKey(["sources", "loan_outcomes"]))
+    )
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(dg.AssetKey(["sources", "bureau_reports"]))
+    )
+    runs = []
+    graph = defs.resolve_asset_graph()
+    executable = [k for k in graph.get_all_asset_keys() if graph.get(k).is_executable]
     for _ in range(6):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
-        keys = {key for r in result.run_requests for key in (r.asset_selection or [])}
+        keys = {key for key in executable if result.get_num_requested(key)}
         if not keys:
             break
         run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
@@ -213,7 +242,8 @@ def test_gate_failure_names_the_expectation_and_leaves_training_blocked(world: W
         )
         # A later run that selects only the model still refuses the failed data.
         only_model = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey([MODEL, "model"])],
+            instance=instance,
+            asset_selection=[dg.AssetKey([MODEL, "model"])],
             raise_on_error=False,
         )
         assert not only_model.success
@@ -222,11 +252,15 @@ def test_gate_failure_names_the_expectation_and_leaves_training_blocked(world: W
         # The failure sensor alerts, naming the failed check.
         sensor = defs.resolve_sensor_def("ml_platform_failure_alerts")
         run = instance.get_run_by_id(result.run_id)
-        failure_event = instance.get_records_for_run(
-            result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
-        ).records[0].event_log_entry.dagster_event
+        failure_event = (
+            instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            .records[0]
+            .event_log_entry.dagster_event
+        )
         context = dg.build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_instance=instance, dagster_run=run,  # type: ignore[arg-type]
+            sensor_name=sensor.name,
+            dagster_instance=instance,
+            dagster_run=run,  # type: ignore[arg-type]
             dagster_event=failure_event,  # type: ignore[arg-type]
             resources={"platform": PlatformResource()},
         ).for_run_failure()
@@ -273,15 +307,29 @@ def test_unfair_challenger_is_not_promoted_and_override_is_audited(world: World)
         assert "recall gap between slices" in tags["ml_platform.promotion_reason"]
 
         override = defs.resolve_job_def(f"{MODEL}_promote_override")
-        too_short = {"ops": {f"{MODEL}_override_champion": {"config": {
-            "version": "2", "reason": "trust me", "requested_by": "ada@example.com"}}}}
+        too_short = {
+            "ops": {
+                f"{MODEL}_override_champion": {
+                    "config": {
+                        "version": "2",
+                        "reason": "trust me",
+                        "requested_by": "ada@example.com",
+                    }
+                }
+            }
+        }
         assert not override.execute_in_process(
             instance=instance, run_config=too_short, raise_on_error=False
         ).success
         assert registry.champion_version(world.settings, MODEL) == "1"
         reason = "regional recall gap accepted by risk committee, ticket RISK-118"
-        config = {"ops": {f"{MODEL}_override_champion": {"config": {
-            "version": "2", "reason": reason, "requested_by": "ada@example.com"}}}}
+        config = {
+            "ops": {
+                f"{MODEL}_override_champion": {
+                    "config": {"version": "2", "reason": reason, "requested_by": "ada@example.com"}
+                }
+            }
+        }
         assert override.execute_in_process(instance=instance, run_config=config).success
     assert registry.champion_version(world.settings, MODEL) == "2"
     tags = registry.version_tags(world.settings, MODEL, "2")
@@ -314,11 +362,36 @@ def test_pii_values_never_reach_metadata_logs_or_ge_results(world: World) -> Non
         )
         assert not result.success
         events = instance.all_logs(result.run_id)
-        assert any(e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
-                   for e in events)
+        assert any(
+            e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+            for e in events
+        )
         for entry in events:
             assert canary not in str(entry), entry
     for path in world.home.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".html", ".log", ".txt", ".out", ".err",
-                                              ".jsonl", ".yml", ".yaml"):
+        if path.is_file() and path.suffix in (
+            ".json",
+            ".html",
+            ".log",
+            ".txt",
+            ".out",
+            ".err",
+            ".jsonl",
+            ".yml",
+            ".yaml",
+        ):
             assert canary not in path.read_text(errors="ignore"), path
+
+
+@pytest.mark.slow
+def test_automation_does_retrain_on_good_new_data(world: World) -> None:
+    """The control for the automation cases above: with good data it does train and promote."""
+    frames = loans.good_frames(seed=1)
+    loans.write_frames(world.settings, frames)
+    defs = world.definitions(retraining={"schedule": "0 4 * * *", "automation": True})
+    with dg.DagsterInstance.get() as instance:
+        runs = automation_ticks(defs, instance)
+        assert {f"{MODEL}/training_set", f"{MODEL}/model", f"{MODEL}/evaluation"} <= (
+            materialized_in(instance, runs)
+        )
+    assert world.state()["versions"] == ["1", "2"]

@@ -22,7 +22,9 @@ EPOCHS = 12
 
 
 def newest_checkpoint_epoch(settings: PlatformSettings) -> int:
-    files = list(Path(settings.artifact_path("models", loans.MODEL, "checkpoints")).glob("*/last.pt"))
+    files = list(
+        Path(settings.artifact_path("models", loans.MODEL, "checkpoints")).glob("*/last.pt")
+    )
     if not files:
         return 0
     try:
