@@ -26,7 +26,11 @@ def run_demo(rows: int) -> tuple[float, dict[str, float], str]:
         started = time.perf_counter()
         output = subprocess.run(
             [str(Path(sys.executable).parent / "ml-platform"), "demo", "--rows", str(rows)],
-            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True,
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         seconds = time.perf_counter() - started
     steps = {m.group(1): float(m.group(2)) for m in map(STEP.match, output.splitlines()) if m}
@@ -49,8 +53,9 @@ def main() -> None:
         print(f"{step:<45}" + "".join(f"{v:>13.1f}s" for v in values) + ratio)
     totals = [results[n][0] for n in sizes]
     ratio = f"{totals[-1] / totals[0]:>9.1f}x" if len(sizes) > 1 else ""
-    print(f"{'demo wall time (incl. start-up)':<45}" + "".join(f"{t:>13.1f}s" for t in totals)
-          + ratio)
+    print(
+        f"{'demo wall time (incl. start-up)':<45}" + "".join(f"{t:>13.1f}s" for t in totals) + ratio
+    )
     for rows in sizes:
         print(f"\nchampion metrics at {rows:,} payments:\n{results[rows][2]}")
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ml_platform.validation import ExpectationSpec, GateReport, run_gate
+from ml_platform.validation import ExpectationSpec, GateReport, Mode, run_gate
 
 VOCABULARY = ["alpha", "beta", "gamma", "delta"]
 FLOATS = [f"float_{i}" for i in range(8)]
@@ -77,10 +77,12 @@ def break_three_expectations(frame: pd.DataFrame, seed: int = 11) -> None:
     frame.loc[rng.choice(rows, max(1, rows // 1000), replace=False), "string_0"] = "omega"
 
 
-def timed(frame: pd.DataFrame, specs: list[ExpectationSpec], mode: str, repeats: int) -> GateReport:
+def timed(
+    frame: pd.DataFrame, specs: list[ExpectationSpec], mode: Mode, repeats: int
+) -> GateReport:
     best: GateReport | None = None
     for _ in range(repeats):
-        report = run_gate(frame, specs, name="bench", mode=mode)  # pyright: ignore[reportArgumentType]
+        report = run_gate(frame, specs, name="bench", mode=mode)
         if best is None or report.seconds < best.seconds:
             best = report
     assert best is not None

@@ -21,6 +21,7 @@ unexpected-value lists. Importing this module imports neither Great Expectations
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import logging
@@ -28,8 +29,9 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 from pydantic import (
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 Mode = Literal["fast", "ge"]
 MASK = "***"
 SAMPLE_SIZE = 5
+DATA_DOCS_INDEX_LIMIT = 100  # newest validation results listed on the Data Docs index page
 DEFAULT_LABEL_BALANCE = (0.0005, 0.5)
 # The largest finite float: ``between -FINITE and FINITE`` rejects +-inf (GE ignores NaN).
 FINITE = sys.float_info.max
@@ -732,7 +735,7 @@ def _fast_between(data: _Columns, kwargs: dict[str, Any]) -> _Fast | None:
 
 
 def _numeric_bounds(low: Any, high: Any) -> bool:
-    """Both bounds None or numbers that float64 holds exactly, and not both None."""
+    """At least one bound, every bound a float (as GE coerces numbers), and min <= max."""
     if low is None and high is None:
         return False
     for bound in (low, high):
@@ -1008,74 +1011,10 @@ def _ge_run(
     outcomes: dict[int, ExpectationOutcome] = {}
     docs: str | None = None
     try:
-        import great_expectations as gx
-        import numpy as np
-
-        context = _ge_context(gx, context_root)
-        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "gate"
-        # A suite is a set: GE drops an expectation equal to one already added (meta and notes
-        # aside), so duplicates share the first one's result.
-        added: list[tuple[Any, int]] = []
-        expectations: list[Any] = []
-        duplicate_of: dict[int, int] = {}
-        for index, spec in indexed:
-            try:
-                expectation = _ge_expectation(gx, spec, index)
-            except Exception as exc:
-                outcomes[index] = _error_outcome(
-                    spec, pii, f"Great Expectations rejected the expectation: {exc}", private
-                )
-                continue
-            identity = (spec.type, expectation.dict(exclude=_NOT_IDENTITY))
-            first = next((i for key, i in added if key == identity), None)
-            if first is None:
-                added.append((identity, index))
-                expectations.append(expectation)
-            else:
-                duplicate_of[index] = first
-        if not added:
-            return outcomes, None
-        # Built whole, then stored once: adding expectations one by one to a stored suite
-        # rewrites the suite file after each one.
-        suite = context.suites.add_or_update(
-            gx.ExpectationSuite(name=safe_name, expectations=expectations)
-        )
-        batch = (
-            context.data_sources.add_or_update_pandas(safe_name)
-            .add_dataframe_asset(safe_name)
-            .add_batch_definition_whole_dataframe("whole_dataframe")
-        )
-        validation = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(data=batch, suite=suite, name=safe_name)
-        )
-        batch_parameters = {"dataframe": _frame_for_ge(frame, keep, indexed)}
-        with np.errstate(all="ignore"):
-            if context_root is None:
-                result = validation.run(
-                    batch_parameters=batch_parameters, result_format=result_format
-                )
-            else:
-                # A checkpoint's UpdateDataDocsAction renders only this run's pages; a plain
-                # build_data_docs() re-renders every stored result and slows down run by run.
-                checkpoint = context.checkpoints.add_or_update(
-                    gx.Checkpoint(
-                        name=safe_name,
-                        validation_definitions=[validation],
-                        actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-                        result_format=result_format,
-                    )
-                )
-                run = checkpoint.run(batch_parameters=batch_parameters)
-                result = next(iter(run.run_results.values()))
-        specs = dict(indexed)
-        for item in result.results:
-            index = int(item.expectation_config.meta[_GATE_INDEX])
-            outcomes[index] = _ge_outcome(specs[index], item, pii, private)
-        for index, first in duplicate_of.items():
-            if first in outcomes:
-                outcomes[index] = replace(outcomes[first], kwargs=_safe_kwargs(specs[index], pii))
-        if context_root is not None:
-            docs = _data_docs_index(context.get_docs_sites_urls())
+        with _exclusive(context_root):
+            docs = _ge_validate(
+                frame, indexed, name, keep, pii, context_root, result_format, private, outcomes
+            )
     except Exception as exc:  # GE itself failed: every pending expectation fails, explained
         for index, spec in indexed:
             if index not in outcomes:
@@ -1088,6 +1027,84 @@ def _ge_run(
     return outcomes, docs
 
 
+def _ge_validate(
+    frame: pd.DataFrame,
+    indexed: list[tuple[int, ExpectationSpec]],
+    name: str,
+    keep: set[Any],
+    pii: frozenset[str],
+    context_root: str | None,
+    result_format: Any,
+    private: bool,
+    outcomes: dict[int, ExpectationOutcome],
+) -> str | None:
+    """Validate with GE, filling ``outcomes``; returns the Data Docs index when one was built."""
+    import great_expectations as gx
+    import numpy as np
+
+    context = _ge_context(gx, context_root)
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "gate"
+    # A suite is a set: GE drops an expectation equal to one already added (meta and notes
+    # aside), so duplicates share the first one's result.
+    added: list[tuple[Any, int]] = []
+    expectations: list[Any] = []
+    duplicate_of: dict[int, int] = {}
+    for index, spec in indexed:
+        try:
+            expectation = _ge_expectation(gx, spec, index)
+        except Exception as exc:
+            message = f"Great Expectations rejected the expectation: {exc}"
+            outcomes[index] = _error_outcome(spec, pii, message, private)
+            continue
+        identity = (spec.type, expectation.dict(exclude=_NOT_IDENTITY))
+        first = next((i for key, i in added if key == identity), None)
+        if first is None:
+            added.append((identity, index))
+            expectations.append(expectation)
+        else:
+            duplicate_of[index] = first
+    if not added:
+        return None
+    # Built whole, then stored once: adding expectations one by one to a stored suite rewrites
+    # the suite file after each one.
+    suite = _replace_suite(context, gx.ExpectationSuite(name=safe_name, expectations=expectations))
+    batch = (
+        context.data_sources.add_or_update_pandas(safe_name)
+        .add_dataframe_asset(safe_name)
+        .add_batch_definition_whole_dataframe("whole_dataframe")
+    )
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(data=batch, suite=suite, name=safe_name)
+    )
+    batch_parameters = {"dataframe": _frame_for_ge(frame, keep, indexed)}
+    with np.errstate(all="ignore"):  # GE's own arithmetic on NaN and inf warns
+        if context_root is None:
+            result = validation.run(batch_parameters=batch_parameters, result_format=result_format)
+        else:
+            from great_expectations.checkpoint.actions import UpdateDataDocsAction
+
+            # The checkpoint's UpdateDataDocsAction renders only this run's pages, where
+            # build_data_docs() would re-render every result ever stored.
+            checkpoint = context.checkpoints.add_or_update(
+                gx.Checkpoint(
+                    name=safe_name,
+                    validation_definitions=[validation],
+                    actions=[UpdateDataDocsAction(name="update_data_docs")],
+                    result_format=result_format,
+                )
+            )
+            run = checkpoint.run(batch_parameters=batch_parameters)
+            result = next(iter(run.run_results.values()))
+    specs = dict(indexed)
+    for item in result.results:
+        index = int(item.expectation_config.meta[_GATE_INDEX])
+        outcomes[index] = _ge_outcome(specs[index], item, pii, private)
+    for index, first in duplicate_of.items():
+        if first in outcomes:
+            outcomes[index] = replace(outcomes[first], kwargs=_safe_kwargs(specs[index], pii))
+    return None if context_root is None else _data_docs_index(context.get_docs_sites_urls())
+
+
 def _ge_context(gx: Any, context_root: str | None) -> Any:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -1095,8 +1112,49 @@ def _ge_context(gx: Any, context_root: str | None) -> Any:
         context = gx.get_context(mode="ephemeral")
     else:
         context = gx.get_context(mode="file", project_root_dir=context_root)
+        _limit_data_docs_index(context)
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
+
+
+def _limit_data_docs_index(context: Any) -> None:
+    """Index only the newest results: GE's index page otherwise loads every stored result."""
+    for site_name, site in (context.variables.data_docs_sites or {}).items():
+        index = site.get("site_index_builder") or {"class_name": "DefaultSiteIndexBuilder"}
+        if "validation_results_limit" not in index:
+            index = {**index, "validation_results_limit": DATA_DOCS_INDEX_LIMIT}
+            context.update_data_docs_site(site_name, {**site, "site_index_builder": index})
+
+
+@contextlib.contextmanager
+def _exclusive(context_root: str | None) -> Iterator[None]:
+    """Serialize processes sharing a file context: GE rewrites great_expectations.yml per run."""
+    if context_root is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    Path(context_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(context_root) / ".ml_platform_gate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_suite(context: Any, suite: Any) -> Any:
+    """Store ``suite`` under its name, replacing any earlier one.
+
+    Deleting first is much faster than ``add_or_update``, which compares every old expectation
+    with every new one.
+    """
+    with contextlib.suppress(Exception):  # none stored yet under this name
+        context.suites.delete(suite.name)
+    return context.suites.add(suite)
 
 
 def _ge_expectation(gx: Any, spec: ExpectationSpec, index: int) -> Any:

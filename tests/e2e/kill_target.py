@@ -15,7 +15,7 @@ def training_job() -> dg.JobDefinition:
     from ml_platform.definitions import build_definitions
 
     defs = build_definitions(PROJECT_ROOT, spec_path=os.environ["ML_PLATFORM_SPEC_PATH"])
-    return defs.resolve_job_def(sys.argv[1] if len(sys.argv) > 1 else "loan_default_training")
+    return defs.resolve_job_def("loan_default_training")
 
 
 if __name__ == "__main__":
