@@ -24,8 +24,13 @@ class PlatformResource(dg.ConfigurableResource):
     def settings(self) -> PlatformSettings:
         overrides = {
             name: getattr(self, name)
-            for name in ("data_root", "artifact_root", "mlflow_tracking_uri", "feast_project",
-                         "audit_url")
+            for name in (
+                "data_root",
+                "artifact_root",
+                "mlflow_tracking_uri",
+                "feast_project",
+                "audit_url",
+            )
             if getattr(self, name)
         }
         return PlatformSettings.from_env(home=self.home or None, **overrides)
