@@ -137,7 +137,7 @@ def train_model(
     key = hashlib.sha256(
         json.dumps([manifest.snapshot_id, params], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    checkpoint_dir = model_root(settings, spec.name, "checkpoints", key)
+    checkpoint_dir = f"{settings.checkpoint_root}/{spec.name}/{key}"
     version_code = registry.code_version()
     tags = {
         registry.TAG_DAGSTER_RUN: dagster_run_id or "",
@@ -176,8 +176,7 @@ def train_model(
         version = registry.log_model_version(
             run, result.model, spec.name, train_frame.loc[:, resolved.model_inputs]
         )
-    if not storage.is_url(checkpoint_dir):
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     record = ModelRecord(
         model=spec.name,
         version=version,

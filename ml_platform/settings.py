@@ -46,6 +46,8 @@ class PlatformSettings:
         feast_offline_store: Feast offline store config (``type`` plus its options).
         feast_online_store: Feast online store config (``type`` plus its options).
         audit_url: SQLAlchemy URL of the audit log.
+        checkpoint_root: a filesystem directory for training checkpoints. A retried step must
+            find it again: on Kubernetes mount a PersistentVolume (or a bucket via FUSE) there.
     """
 
     home: Path
@@ -58,6 +60,7 @@ class PlatformSettings:
     feast_offline_store: dict[str, Any] = field(default_factory=lambda: {"type": "duckdb"})
     feast_online_store: dict[str, Any] = field(default_factory=dict)
     audit_url: str = ""
+    checkpoint_root: str = ""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> PlatformSettings:
@@ -75,6 +78,7 @@ class PlatformSettings:
             feast_registry=env("ML_PLATFORM_FEAST_REGISTRY") or str(home / "feast" / "registry.db"),
             feast_online_store={"type": "sqlite", "path": str(home / "feast" / "online.db")},
             audit_url=env("ML_PLATFORM_AUDIT_URL") or f"sqlite:///{home / 'audit.db'}",
+            checkpoint_root=env("ML_PLATFORM_CHECKPOINT_ROOT") or str(home / "checkpoints"),
         )
         return replace(settings, **overrides)
 

@@ -23,7 +23,7 @@ EPOCHS = 12
 
 def newest_checkpoint_epoch(settings: PlatformSettings) -> int:
     files = list(
-        Path(settings.artifact_path("models", loans.MODEL, "checkpoints")).glob("*/last.pt")
+        Path(settings.checkpoint_root, loans.MODEL).glob("*/last.pt")
     )
     if not files:
         return 0
