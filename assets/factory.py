@@ -259,6 +259,8 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         # Step-level Kubernetes settings only reach step pods as op tags (dagster-k8s 0.29).
         op_tags=op_tags(profile, deployment()),
         pool=pool(profile),
+        # A preempted or evicted step is retried and resumes from its last checkpoint.
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         group_name=name,
         owners=owners,
         automation_condition=automation,
