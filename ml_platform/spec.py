@@ -260,6 +260,22 @@ Metric = Literal[
     "macro_f1",
 ]
 LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "rmse", "mae"})
+TASK_METRICS: dict[str, frozenset[str]] = {
+    "binary_classification": frozenset(
+        {
+            "roc_auc",
+            "pr_auc",
+            "precision",
+            "recall",
+            "f1",
+            "accuracy",
+            "log_loss",
+            "calibration_error",
+        }
+    ),
+    "multiclass_classification": frozenset({"accuracy", "macro_f1", "log_loss"}),
+    "regression": frozenset({"rmse", "mae", "r2"}),
+}
 
 
 class EvaluationSpec(_Strict):
@@ -600,20 +616,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ResolvedFeatures:
             )
     if spec.scoring.source and spec.scoring.source not in sources:
         problems.append(f"scoring.source: {_unknown('source', spec.scoring.source, sources)}")
-    task_metrics = {
-        "binary_classification": {
-            "roc_auc",
-            "pr_auc",
-            "precision",
-            "recall",
-            "f1",
-            "accuracy",
-            "log_loss",
-            "calibration_error",
-        },
-        "multiclass_classification": {"accuracy", "macro_f1", "log_loss"},
-        "regression": {"rmse", "mae", "r2"},
-    }[spec.task]
+    task_metrics = TASK_METRICS[spec.task]
     for column in gate_columns(spec.gates.data):
         if column not in columns and column not in all_inputs:
             problems.append(

@@ -2,6 +2,9 @@
 
 Only torch and numpy are imported at module level: this module also runs on GPU machines that have
 neither Dagster nor pandas. Functions that take DataFrames import pandas when called.
+
+Started by torchrun (`WORLD_SIZE` > 1), `train_arrays` trains with DistributedDataParallel, one
+process per GPU; `ml_platform.distributed` launches such runs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +47,7 @@ __all__ = [
     "TrainingDivergedError",
     "build_module",
     "resolve_device",
+    "shard_indices",
     "train",
     "train_arrays",
     "validate_training_data",
@@ -149,7 +155,9 @@ class TrainingConfig:
 
     Attributes:
         epochs: Maximum number of epochs.
-        batch_size: Training rows per optimizer step.
+        batch_size: Training rows per optimizer step. Under torchrun this is the global batch:
+            each of the N processes takes batch_size // N rows per step and DDP averages their
+            gradients, so batch_size and learning_rate mean the same on any number of GPUs.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         early_stopping_patience: Stop after this many epochs without a validation-loss
@@ -247,6 +255,132 @@ def resolve_device(device: str) -> torch.device:
             f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
         )
     return torch.device("cuda", index)
+
+
+@dataclass(frozen=True)
+class _Distributed:
+    """This process's place in a torchrun job of more than one process."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _environment_integer(name: str) -> int:
+    value = os.environ.get(name)
+    if value is None or not value.strip().isdigit():
+        raise RuntimeError(
+            f"environment variable {name} is {value!r} but WORLD_SIZE is "
+            f"{os.environ.get('WORLD_SIZE')!r}; start distributed training with torchrun, which "
+            f"sets WORLD_SIZE, RANK and LOCAL_RANK together"
+        )
+    return int(value)
+
+
+def _distributed_context() -> _Distributed | None:
+    """Returns this process's rank when it is one of several torchrun processes, else None."""
+    if dist.is_available() and dist.is_initialized():
+        world_size = dist.get_world_size()
+        if world_size <= 1:
+            return None
+        rank = dist.get_rank()
+        return _Distributed(rank, int(os.environ.get("LOCAL_RANK", rank)), world_size)
+    if "WORLD_SIZE" not in os.environ or _environment_integer("WORLD_SIZE") <= 1:
+        return None
+    world_size = _environment_integer("WORLD_SIZE")
+    rank = _environment_integer("RANK")
+    local_rank = _environment_integer("LOCAL_RANK")
+    if not dist.is_available():
+        raise RuntimeError(
+            f"WORLD_SIZE is {world_size} but torch {torch.__version__} was built without "
+            f"torch.distributed; run a single process or install a torch build with it"
+        )
+    return _Distributed(rank, local_rank, world_size)
+
+
+def _join_process_group(device: torch.device) -> None:
+    """Initializes the default process group unless the caller did: NCCL on CUDA, else Gloo.
+
+    The group is left initialized so later calls in the same process reuse it; the process that
+    owns it (e.g. `ml_platform.distributed`) destroys it before exiting.
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        dist.init_process_group(backend="gloo")
+
+
+def shard_indices(permutation: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Returns one process's share of an epoch's row order under DistributedDataParallel.
+
+    Every process gets ceil(N / world_size) rows, so all run the same number of steps (DDP waits
+    for every process at every step and would hang otherwise): when N is not a multiple of
+    world_size, the order is padded by repeating its first rows, which are then seen twice that
+    epoch. Process r takes positions r, r + world_size, r + 2 * world_size, ... of the padded
+    order, so step i of all processes together, each taking b rows, covers positions
+    [i * b * world_size, (i + 1) * b * world_size): exactly the batch a single process with
+    batch size b * world_size takes at step i.
+
+    Args:
+        permutation: The epoch's row order, the same on every process.
+        rank: This process's rank, 0 <= rank < world_size.
+        world_size: Number of processes.
+
+    Returns:
+        The row indices this process trains on this epoch, in order.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+    rows = permutation.shape[0]
+    per_rank = -(-rows // world_size)
+    padding = per_rank * world_size - rows
+    if padding:
+        # Fewer rows than processes needs the order repeated more than once.
+        repeats = -(-padding // rows)
+        permutation = torch.cat([permutation, permutation.repeat(repeats)[:padding]])
+    return permutation[rank::world_size].contiguous()
+
+
+def _contiguous_share(rows: int, rank: int, world_size: int) -> slice:
+    """Rows [start, stop) of a split that one process evaluates; sizes differ by at most 1."""
+    return slice(rows * rank // world_size, rows * (rank + 1) // world_size)
+
+
+def _ignore_line(line: str) -> None:
+    del line
+
+
+def _require_same_resume(
+    resumed_from: int | None,
+    device: torch.device,
+    world_size: int,
+    checkpoint_path: Path | None,
+) -> None:
+    """Fails unless every process resumes from the same epoch (or none): else DDP would hang."""
+    mine = torch.tensor([-1 if resumed_from is None else resumed_from], device=device)
+    everyone = [torch.zeros_like(mine) for _ in range(world_size)]
+    dist.all_gather(everyone, mine)
+    epochs = [int(epoch.item()) for epoch in everyone]
+    if len(set(epochs)) > 1:
+        raise RuntimeError(
+            f"torchrun processes disagree on the checkpoint epoch to resume from (by rank, -1 for "
+            f"none: {epochs}); checkpoint {checkpoint_path} must be one file every process reads"
+        )
+
+
+def _barrier(device: torch.device) -> None:
+    if device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()
 
 
 def _python_scalar(value: Any) -> Any:
@@ -955,7 +1089,7 @@ class _BatchSource:
         self, permutation: torch.Tensor, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (x, y) for the rows in `permutation` order, `batch_size` at a time."""
-        rows = self.rows
+        rows = permutation.shape[0]
         if self.on_device:
             order = permutation.to(self.device)
             x, y = self.x, self.y
@@ -1079,8 +1213,13 @@ def _evaluate(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
     batch_size: int,
     device: torch.device,
+    across_processes: bool = False,
 ) -> tuple[float, float | None]:
-    """Returns (mean loss, accuracy or None) over a split, synchronizing once."""
+    """Returns (mean loss, accuracy or None) over a split, synchronizing once.
+
+    With `across_processes`, each process holds a share of the split and the sums of loss,
+    correct predictions and rows are all-reduced, so every process gets the whole split's figures.
+    """
     module.eval()
     with torch.inference_mode():
         loss_total = torch.zeros((), dtype=torch.float32, device=device)
@@ -1098,6 +1237,17 @@ def _evaluate(
                 if task == "binary_classification":
                     correct += ((output > 0) == (batch_y > 0.5)).sum()
     module.train()
+    if across_processes:
+        totals = torch.stack(
+            [
+                loss_total.double(),
+                correct.double(),
+                torch.tensor(float(source.rows), dtype=torch.float64, device=device),
+            ]
+        )
+        dist.all_reduce(totals)
+        loss_sum, correct_sum, rows = totals.tolist()
+        return loss_sum / rows, correct_sum / rows if task != "regression" else None
     rows = source.rows
     loss = loss_total.item() / rows
     accuracy = correct.item() / rows if task != "regression" else None
@@ -1120,6 +1270,14 @@ def _load_checkpoint(
         CHECKPOINT_FORMAT_VERSION
     ):
         log(f"checkpoint {path} has an unknown format; starting fresh")
+        return None
+    written_by = checkpoint.get("fingerprint_fields", {}).get("world_size", 1)
+    running = fields.get("world_size", 1)
+    if written_by != running:
+        log(
+            f"checkpoint {path} was written by a run of {written_by} process(es) and this run has "
+            f"{running}: each process's data shard and batch would differ, so starting fresh"
+        )
         return None
     if checkpoint.get("fingerprint") != fingerprint:
         reason = _describe_mismatch(checkpoint.get("fingerprint_fields", {}), fields)
@@ -1145,6 +1303,17 @@ def train_arrays(
     Each split becomes one tensor; every epoch shuffles with a seeded `torch.randperm` and slices
     batches out of it. The weights with the lowest validation loss are returned.
 
+    Started by torchrun with WORLD_SIZE > 1, it trains with DistributedDataParallel: process
+    LOCAL_RANK uses `cuda:LOCAL_RANK` (or the CPU when the config's device is "cpu") and joins the
+    default process group (NCCL on CUDA, Gloo on CPU) unless the caller already did. Every
+    process gets the full arrays; each epoch all draw the same permutation and train on their
+    `shard_indices` of it with `batch_size // world_size` rows per step, so `batch_size` stays the
+    global batch and `learning_rate` needs no scaling. Validation is split between the processes
+    and its sums all-reduced, so all take the same early-stopping decision. Only rank 0 logs,
+    calls `on_epoch_end` and writes the checkpoint, which every process resumes from; a
+    checkpoint written with another number of processes is not resumed (the log says so). Every
+    process returns the unwrapped module with the best weights.
+
     Args:
         x_train: float features (N, D).
         y_train: Labels (N,): 0/1 for binary, class indices for multiclass, targets for
@@ -1155,28 +1324,57 @@ def train_arrays(
         module: The network; its output must be (N, 1) or (N,), or (N, C) for multiclass.
         config: Training settings.
         checkpoint_dir: When set, `last.pt` there is rewritten after every epoch and a
-            matching one is resumed from on start.
+            matching one is resumed from on start. Under torchrun, a directory all processes see.
         on_epoch_end: Called with (epoch, metrics) after each epoch, before the checkpoint is
             written, so a failing callback repeats that epoch on resume rather than losing it.
         log: Receives progress lines; defaults to this module's logger.
 
     Returns:
-        The best module (on CPU, eval mode), per-epoch history and run facts.
+        The best module (on CPU, eval mode), per-epoch history and run facts. Under torchrun,
+        samples_per_second counts the rows of all processes.
 
     Raises:
         TrainingDataError: The arrays are empty, mis-shaped, non-finite or have one class.
         ModelArchitectureError: The module's output shape does not fit the task.
         TrainingDivergedError: The validation loss became NaN or infinite.
+        ValueError: Under torchrun, batch_size is below the number of processes or a process
+            has no GPU of its own.
     """
+    distributed = _distributed_context()
+    is_main = distributed is None or distributed.is_main
     log = log or _LOGGER.info
+    if not is_main:
+        # One voice per run: the other processes compute the same figures.
+        log = _ignore_line
+        on_epoch_end = None
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
+    if distributed is not None and device.type == "cuda":
+        if distributed.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK is {distributed.local_rank} but {torch.cuda.device_count()} CUDA "
+                f"device(s) are visible; start torchrun with --nproc_per_node at most the GPU count"
+            )
+        if config.device not in ("auto", "cuda"):
+            log(f"device {config.device!r} is ignored under torchrun: each process uses its GPU")
+        device = torch.device("cuda", distributed.local_rank)
+    batch_size = config.batch_size
+    if distributed is not None:
+        if config.batch_size < distributed.world_size:
+            raise ValueError(
+                f"TrainingConfig: batch_size {config.batch_size} is the global batch and must be "
+                f"at least the {distributed.world_size} torchrun processes, which each need a row "
+                f"per step"
+            )
+        batch_size = config.batch_size // distributed.world_size
     train_x = _as_tensor(x_train, torch.float32, "x_train")
     val_x = _as_tensor(x_val, torch.float32, "x_validation")
     train_y = _prepare_labels(y_train, task, "y_train")
     val_y = _prepare_labels(y_val, task, "y_validation")
     _validate_arrays(train_x, train_y, val_x, val_y, task)
+    if distributed is not None:
+        _join_process_group(device)
 
     _seed_everything(config.seed)
     module.to(device)
@@ -1186,17 +1384,26 @@ def train_arrays(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILENAME if checkpoint_dir else None
     # Hashing the data costs a pass over it, so only runs that checkpoint pay for it.
     fields = _fingerprint_fields(config, task, module, arrays) if checkpoint_path else {}
+    if checkpoint_path and distributed is not None:
+        # Shards and per-process batches depend on it; single-process fingerprints are unchanged.
+        fields["world_size"] = distributed.world_size
     fingerprint = _fingerprint(fields)
 
+    # Every process keeps all training rows (each epoch's shard is a new draw from all of them)
+    # but only its share of the validation rows.
+    if distributed is not None:
+        share = _contiguous_share(val_x.shape[0], distributed.rank, distributed.world_size)
+        val_x, val_y = val_x[share], val_y[share]
     loss_fn, loss_sum_fn = _make_losses(task, config, device)
     optimizer = _make_optimizer(module, config, device)
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     autocast = _autocast_factory(device, config.precision)
-    on_device = _place_data(config, device, list(arrays.values()), log)
+    on_device = _place_data(config, device, [train_x, train_y, val_x, val_y], log)
     train_source = _BatchSource(train_x, train_y, device, on_device)
     val_source = _BatchSource(val_x, val_y, device, on_device)
     # Shuffle where the data lives: a CPU randperm of millions of rows plus its copy to the GPU
     # cost more per epoch than the whole epoch of a small model (measured on an H100: 0.42x).
+    # Under torchrun every process draws the same permutation and takes its shard of it.
     generator = torch.Generator(device=device if on_device else "cpu")
     generator.manual_seed(config.seed)
 
@@ -1225,9 +1432,12 @@ def train_arrays(
             # sees all rows.
             generator.manual_seed(config.seed + int(checkpoint["epoch"]))
             log("the checkpoint's shuffle state is for another device; reseeding the shuffle")
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if device.type == "cuda" and checkpoint["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+        torch_rng, cuda_rng = checkpoint["torch_rng"], checkpoint["cuda_rng"]
+        if distributed is not None:
+            torch_rng, cuda_rng = checkpoint["rank_rng"][distributed.rank]
+        torch.set_rng_state(torch_rng)
+        if device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
         history = list(checkpoint["history"])
         best_loss = float(checkpoint["best_loss"])
         best_epoch = int(checkpoint["best_epoch"])
@@ -1238,15 +1448,27 @@ def train_arrays(
         start_epoch = resumed_from + 1
         log(f"resuming from checkpoint at epoch {resumed_from}")
 
+    trained: nn.Module = module
+    if distributed is not None:
+        _require_same_resume(resumed_from, device, distributed.world_size, checkpoint_path)
+        # DDP copies rank 0's weights to the other processes here and averages gradients in
+        # backward; a global batch of `batch_size` rows thus takes the same step as one process.
+        trained = DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if checkpoint is None:
+            # Distinct dropout masks per process; the shuffle has its own, shared generator.
+            torch.manual_seed(config.seed + distributed.rank)
+
     eval_batch_size = max(config.batch_size, MIN_EVAL_BATCH_SIZE)
     flatten_output = task != "multiclass_classification"
     patience = config.early_stopping_patience
 
-    forward: Callable[[torch.Tensor], torch.Tensor] = module
+    forward: Callable[[torch.Tensor], torch.Tensor] = trained
     compile_pending = False
     if config.compile:
         try:
-            forward = torch.compile(module)  # pyright: ignore[reportAssignmentType]
+            forward = torch.compile(trained)  # pyright: ignore[reportAssignmentType]
             compile_pending = True
         except Exception as error:  # compile is an optimization, never required
             log(f"torch.compile unavailable ({type(error).__name__}: {error}); training eagerly")
@@ -1267,19 +1489,29 @@ def train_arrays(
             optimizer.step()
         return loss.detach()
 
+    rows = train_x.shape[0]
+    # Rows each process trains on per epoch: all of them, or an equal shard under torchrun.
+    local_rows = rows if distributed is None else -(-rows // distributed.world_size)
+    epoch_rows = rows if distributed is None else local_rows * distributed.world_size
     if stopped_early or start_epoch > config.epochs:
         log(f"the checkpoint's run is complete ({len(history)} epochs); nothing left to train")
     else:
         log(
             f"training on {device} ({config.precision}, data "
             f"{'on the device' if on_device else 'in pinned host memory'}): "
-            f"{train_x.shape[0]} train rows, {val_x.shape[0]} validation rows, "
+            f"{train_x.shape[0]} train rows, {arrays['x_val'].shape[0]} validation rows, "
             f"{train_x.shape[1]} features, epochs {start_epoch}..{config.epochs}"
         )
-    rows = train_x.shape[0]
+        if distributed is not None:
+            log(
+                f"DistributedDataParallel over {distributed.world_size} processes: "
+                f"{batch_size} rows per process per step, a global batch of "
+                f"{batch_size * distributed.world_size} (batch_size {config.batch_size}), "
+                f"{local_rows} rows per process per epoch"
+            )
     # Rows per batch, to weigh the per-batch mean losses into the epoch's mean.
     batch_rows = torch.tensor(
-        [min(config.batch_size, rows - start) for start in range(0, rows, config.batch_size)],
+        [min(batch_size, local_rows - start) for start in range(0, local_rows, batch_size)],
         dtype=torch.float64,
         device=device,
     )
@@ -1290,9 +1522,11 @@ def train_arrays(
             break
         started = time.perf_counter()
         permutation = torch.randperm(rows, generator=generator, device=generator.device)
+        if distributed is not None:
+            permutation = shard_indices(permutation, distributed.rank, distributed.world_size)
         # Losses stay on the device until the epoch ends: no host sync, no extra kernel per batch.
         losses: list[torch.Tensor] = []
-        for batch_x, batch_y in train_source.shuffled(permutation, config.batch_size):
+        for batch_x, batch_y in train_source.shuffled(permutation, batch_size):
             if compile_pending:
                 compile_pending = False
                 try:
@@ -1300,17 +1534,27 @@ def train_arrays(
                 # torch.compile compiles lazily, so its failures surface on the first step.
                 except Exception as error:
                     log(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly")
-                    forward = module
+                    forward = trained
                     loss = step(batch_x, batch_y)
             else:
                 loss = step(batch_x, batch_y)
             losses.append(loss)
-        train_loss = float((torch.stack(losses).double() * batch_rows).sum().item()) / rows
+        loss_sum = (torch.stack(losses).double() * batch_rows).sum()
+        if distributed is not None:
+            dist.all_reduce(loss_sum)
+        train_loss = float(loss_sum.item()) / epoch_rows
         train_seconds += time.perf_counter() - started
-        samples += rows
+        samples += epoch_rows
 
         validation_loss, validation_accuracy = _evaluate(
-            module, val_source, loss_sum_fn, task, autocast, eval_batch_size, device
+            module,
+            val_source,
+            loss_sum_fn,
+            task,
+            autocast,
+            eval_batch_size,
+            device,
+            across_processes=distributed is not None,
         )
         if not math.isfinite(validation_loss):
             raise TrainingDivergedError(
@@ -1346,25 +1590,37 @@ def train_arrays(
         if on_epoch_end is not None:
             on_epoch_end(epoch, dict(metrics))
         if checkpoint_path is not None:
-            payload = {
-                "format_version": CHECKPOINT_FORMAT_VERSION,
-                "fingerprint": fingerprint,
-                "fingerprint_fields": fields,
-                "epoch": epoch,
-                "model": _cpu_state(module),
-                "optimizer": optimizer.state_dict(),
-                "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                "best_state": best_state,
-                "best_loss": best_loss,
-                "best_epoch": best_epoch,
-                "epochs_without_improvement": epochs_without_improvement,
-                "stopped_early": stopped_early,
-                "history": history,
-                "shuffle_generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            }
-            _write_atomically(checkpoint_path, functools.partial(_save_to, payload))
+            cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+            rank_rng: list[Any] | None = None
+            if distributed is not None:
+                # Each process's own random state, so dropout repeats exactly after a resume.
+                rank_rng = [None] * distributed.world_size
+                dist.all_gather_object(rank_rng, [torch.get_rng_state(), cuda_rng])
+            if is_main:
+                payload = {
+                    "format_version": CHECKPOINT_FORMAT_VERSION,
+                    "fingerprint": fingerprint,
+                    "fingerprint_fields": fields,
+                    "epoch": epoch,
+                    "model": _cpu_state(module),
+                    "optimizer": optimizer.state_dict(),
+                    "grad_scaler": scaler.state_dict() if scaler is not None else None,
+                    "best_state": best_state,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "epochs_without_improvement": epochs_without_improvement,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "shuffle_generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": cuda_rng,
+                }
+                if rank_rng is not None:
+                    payload["rank_rng"] = rank_rng
+                _write_atomically(checkpoint_path, functools.partial(_save_to, payload))
+            if distributed is not None:
+                # No process runs ahead of a checkpoint that is not yet on disk.
+                _barrier(device)
 
     assert best_state is not None, "at least one epoch ran or was resumed"
     module.load_state_dict(best_state)
