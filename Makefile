@@ -39,6 +39,7 @@ typecheck: install
 	$(BIN)/pyright
 
 test: install lint typecheck  ## lint, type-check and the full test suite
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/python -m pytest -q
 

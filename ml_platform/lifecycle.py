@@ -114,7 +114,9 @@ def train_model(
     """
     import hashlib
     import json
+    import tempfile
 
+    from ml_platform.distributed import nproc_for, train_with_torchrun
     from ml_platform.training import TrainingConfig, train
 
     manifest = datasets.current_training_set(settings, spec.name)
@@ -151,17 +153,36 @@ def train_model(
     }
     with registry.start_training_run(settings, spec.name, params, tags) as run:
         log(f"MLflow run {run.run_id}: {run.url}")
-        result = train(
-            train_frame,
-            validation_frame,
-            feature_schema(spec, resolved),
-            spec.model.architecture,
-            dict(spec.model.params),
-            config,
-            checkpoint_dir=checkpoint_dir,
-            on_epoch_end=run.log_epoch,
-            log=log,
-        )
+        nproc = nproc_for(profile.gpu_count) if profile.uses_gpu else 1
+        if nproc > 1:
+            # Several GPUs on one pod: torchrun workers train with DDP; rank 0 writes the model.
+            log(f"training with DDP on {nproc} GPUs (torchrun)")
+            with tempfile.TemporaryDirectory() as output_dir:
+                result = train_with_torchrun(
+                    manifest.split_path("train"),
+                    manifest.split_path("validation"),
+                    feature_schema(spec, resolved),
+                    spec.model.architecture,
+                    dict(spec.model.params),
+                    config,
+                    nproc=nproc,
+                    output_dir=output_dir,
+                    checkpoint_dir=checkpoint_dir,
+                    log=log,
+                    on_epoch_end=run.log_epoch,
+                )
+        else:
+            result = train(
+                train_frame,
+                validation_frame,
+                feature_schema(spec, resolved),
+                spec.model.architecture,
+                dict(spec.model.params),
+                config,
+                checkpoint_dir=checkpoint_dir,
+                on_epoch_end=run.log_epoch,
+                log=log,
+            )
         best = result.history[result.best_epoch - 1] if result.history else {}
         run.log_metrics(
             {

@@ -22,9 +22,7 @@ EPOCHS = 12
 
 
 def newest_checkpoint_epoch(settings: PlatformSettings) -> int:
-    files = list(
-        Path(settings.checkpoint_root, loans.MODEL).glob("*/last.pt")
-    )
+    files = list(Path(settings.checkpoint_root, loans.MODEL).glob("*/last.pt"))
     if not files:
         return 0
     try:
