@@ -36,10 +36,10 @@ from torch import distributed as dist
 
 from ml_platform.training import (
     FeatureSchema,
-    ModelArchitectureError,
     TrainedModel,
     TrainingConfig,
     TrainResult,
+    check_serializable_params,
     train,
 )
 
@@ -148,12 +148,7 @@ def train_with_torchrun(
     """
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
-    try:
-        json.dumps(model_params)
-    except TypeError as error:
-        raise ModelArchitectureError(
-            f"model.params must be JSON-serializable (they are saved with the model): {error}"
-        ) from error
+    check_serializable_params(model_params)
     log = log or _LOGGER.info
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -1818,6 +1818,16 @@ class TrainResult:
     stopped_early: bool = False
 
 
+def check_serializable_params(model_params: Mapping[str, Any]) -> None:
+    """Model params are saved as JSON with the model; anything else is refused up front."""
+    try:
+        json.dumps(model_params)
+    except TypeError as error:
+        raise ModelArchitectureError(
+            f"model.params must be JSON-serializable (they are saved with the model): {error}"
+        ) from error
+
+
 def train(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -1851,12 +1861,7 @@ def train(
         TrainingDivergedError: The validation loss became NaN or infinite.
     """
     preprocessor, y_train, y_val = _fit_checked(train, validation, schema)
-    try:
-        json.dumps(model_params)
-    except TypeError as error:
-        raise ModelArchitectureError(
-            f"model.params must be JSON-serializable (they are saved with the model): {error}"
-        ) from error
+    check_serializable_params(model_params)
     x_train = preprocessor.transform(train)
     x_val = preprocessor.transform(validation)
     # Seeded here too so the initial weights, drawn before train_arrays runs, repeat.
