@@ -222,9 +222,12 @@ def _model_assets(model: ModelSpec, catalog: Catalog) -> list[dg.AssetsDefinitio
         context: AssetExecutionContext, platform: PlatformResource
     ) -> dg.MaterializeResult:
         """Labels joined point-in-time with Feast features, gated, split by time."""
-        from ml_platform.datasets import build_training_set
+        from ml_platform.datasets import DataGateFailed, build_training_set
 
-        manifest, report = build_training_set(model, resolved, catalog, platform.settings())
+        try:
+            manifest, report = build_training_set(model, resolved, catalog, platform.settings())
+        except DataGateFailed as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
         check = gate_check_result(report)
         if not report.success:
             context.log.error(

@@ -209,6 +209,11 @@ def build_training_set(
     import pandas as pd
 
     blocked = blocked_feature_views(settings, list(resolved.feature_views))
+    if blocked:
+        raise DataGateFailed(
+            f"feature view(s) {', '.join(blocked)} failed their data gate; '{spec.name}' builds "
+            "no training set on them until they are materialized again on passing data"
+        )
     labels = read_label_rows(spec, resolved, catalog, settings)
     timestamp = resolved.timestamp_column
     as_of = labels[timestamp].max() if timestamp in labels and len(labels) else None
@@ -236,12 +241,10 @@ def build_training_set(
     report = training_set_gate(
         spec, resolved, joined, settings, declared_numeric_inputs(spec, resolved, catalog)
     )
-    if blocked:
-        report.success = False
     sort_keys = [c for c in [timestamp, *resolved.entity_columns] if c in joined.columns]
     snapshot = snapshot_id(joined.sort_values(sort_keys) if sort_keys else joined)
     directory = f"{training_set_root(settings, spec.name)}/{snapshot}"
-    gate_record = {**report.to_metadata(), "blocked_feature_views": blocked}
+    gate_record = report.to_metadata()
     attempt = {"snapshot_id": snapshot, "gate_passed": report.success, "gate": gate_record}
     if not report.success:
         storage.write_json(f"{training_set_root(settings, spec.name)}/latest_attempt.json", attempt)

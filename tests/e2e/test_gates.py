@@ -395,3 +395,33 @@ def test_automation_does_retrain_on_good_new_data(world: World) -> None:
             materialized_in(instance, runs)
         )
     assert world.state()["versions"] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_bad_feature_data_blocks_every_training_set_built_on_it(world: World) -> None:
+    frames = loans.good_frames()
+    frames["bureau_reports"].loc[:20, "credit_score"] = float("inf")
+    loans.write_frames(world.settings, frames)
+    defs = world.definitions()
+    with dg.DagsterInstance.get() as instance:
+        features = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(["features", "bureau"])],
+            raise_on_error=False,
+        )
+        assert not features.success
+        [evaluation] = features.get_asset_check_evaluations()
+        assert not evaluation.passed
+        assert "expect_column_values_to_be_between(column='credit_score'" in str(
+            evaluation.description
+        )
+        # A later run of the training set alone does not use the failed feature view.
+        training_set = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey([MODEL, "training_set"])],
+            raise_on_error=False,
+        )
+        assert not training_set.success
+        error = training_set.get_step_failure_events()[0].event_specific_data.error  # type: ignore[union-attr]
+        assert "bureau failed their data gate" in str(error)
+    assert world.state()["versions"] == ["1"]
