@@ -107,7 +107,7 @@ def test_binary_learns_a_separable_problem(splits: tuple[pd.DataFrame, pd.DataFr
     assert probabilities.shape == (len(validation),)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
     assert ((probabilities > 0.5) == validation["label"].to_numpy()).mean() > 0.9
-    assert result.device == "cpu"
+    assert result.device == str(resolve_device("auto"))
     assert result.epochs_run == len(result.history) == FAST.epochs
     assert result.samples_per_second > 0
     assert [entry["epoch"] for entry in result.history] == list(range(1, FAST.epochs + 1))
