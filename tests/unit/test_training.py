@@ -25,6 +25,7 @@ from ml_platform.training import (
     TrainingDataError,
     TrainResult,
     build_module,
+    resolve_device,
     train,
     train_arrays,
 )
