@@ -162,6 +162,11 @@ def log_model_version(
     settings = training_run.settings
     client(settings)
     example = input_example.head(5).reset_index(drop=True)
+    # Integer features may be missing when scored (the model imputes them): declare them as
+    # doubles so MLflow's schema enforcement accepts NaN.
+    example = example.astype(
+        {c: "float64" for c in example.columns if example[c].dtype.kind in "iu"}
+    )
     signature = infer_signature(example, model.predict(example))
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "safetensors", "pandas", "numpy"]
     with tempfile.TemporaryDirectory() as directory:
