@@ -120,6 +120,7 @@ def demo(models: list[str] | None, rows: int | None) -> int:
 
     import dagster as dg
 
+    import sensors
     from ml_platform.definitions import build_definitions
     from ml_platform.lifecycle import current_evaluation
     from ml_platform.settings import PlatformSettings
@@ -137,8 +138,9 @@ def demo(models: list[str] | None, rows: int | None) -> int:
     instance = dg.DagsterInstance.get()
     settings = PlatformSettings.from_env()
     print(f"ML_PLATFORM_HOME={home}  DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    status = 0
+    status = 0  # the exit code: 1 when any model failed
     for name in names:
+        failed_run = False
         for job_name in (training_job_name(name), scoring_job_name(name)):
             started = time.perf_counter()
             result = definitions.resolve_job_def(job_name).execute_in_process(
@@ -152,12 +154,20 @@ def demo(models: list[str] | None, rows: int | None) -> int:
             for step, step_seconds in _step_durations(instance, result.run_id):
                 print(f"  {step:<45} {step_seconds:8.1f}s")
             if not result.success:
-                status = 1
+                status, failed_run = 1, True
+                failed = sensors.failed_checks(instance, result.run_id)
+                for reason in failed or [str(e.message) for e in result.get_step_failure_events()]:
+                    print(f"  {reason}")
                 break
+        if failed_run:
+            print(f"\n{name}: not promoted; see the failed run in the Dagster UI (make dev)")
+            continue
         evaluation = current_evaluation(settings, name)
+        from ml_platform.datasets import current_training_set
         from ml_platform.registry import champion_version
 
         champion = champion_version(settings, name)
+        data_gate = current_training_set(settings, name).gate or {}
         print(f"\n{name}: champion version {champion} (evaluated version {evaluation.version})")
         for metric in (
             "roc_auc",
@@ -174,6 +184,15 @@ def demo(models: list[str] | None, rows: int | None) -> int:
         ):
             if metric in evaluation.metrics:
                 print(f"  test {metric:<18} {evaluation.metrics[metric]:.4f}")
+        print("  gates:")
+        print(
+            f"    {'data_quality (training set)':<28} "
+            f"{'passed' if data_gate.get('success') else 'FAILED'}: "
+            f"{data_gate.get('summary', '')}"
+        )
+        for gate in evaluation.gate_results():
+            verdict = "passed" if gate.passed else "FAILED"
+            print(f"    {gate.name:<28} {verdict}: {gate.description}")
     print("\nSee the runs in the Dagster UI: make dev   |   MLflow UI: make mlflow")
     return status
 
