@@ -59,10 +59,20 @@ def code_version() -> str:
 
 
 def client(settings: PlatformSettings) -> MlflowClient:
+    """An MLflow client on the platform's backend; also points MLflow's fluent API at it."""
     import mlflow
 
+    # MLflow exports the URIs to the environment, where PlatformSettings reads the user's own
+    # configuration: keep the environment as the user set it.
+    exported = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in exported}
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return mlflow.MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
 
 

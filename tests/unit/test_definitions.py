@@ -100,3 +100,16 @@ def test_dagster_validates_the_workspace() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mlflow_client_leaves_the_users_environment_alone(
+    platform_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from ml_platform import registry
+    from ml_platform.settings import PlatformSettings
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry.client(PlatformSettings.from_env())
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # later settings must not inherit it
