@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ml_platform.settings import HOME_ENV, platform_home
-from ml_platform.spec import NAME_PATTERN, SpecError, discover_spec_files, load_catalog
+from ml_platform.spec import NAME_PATTERN, Catalog, SpecError, discover_spec_files, load_catalog
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 DEMO_ROWS_ENV = "ML_PLATFORM_DEMO_ROWS"
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -43,7 +47,7 @@ retraining: {{schedule: "0 3 * * 1"}}
 """
 
 
-def _catalog_with(paths: list[Path]):
+def _catalog_with(paths: list[Path]) -> Catalog:
     files = discover_spec_files(Path.cwd())
     for path in paths:
         files += sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
@@ -197,7 +201,7 @@ def demo(models: list[str] | None, rows: int | None) -> int:
     return status
 
 
-def _step_durations(instance, run_id: str) -> list[tuple[str, float]]:
+def _step_durations(instance: DagsterInstance, run_id: str) -> list[tuple[str, float]]:
     import dagster as dg
 
     stats = instance.get_run_step_stats(run_id)
