@@ -36,6 +36,8 @@ COPY ml_platform ml_platform
 COPY assets assets
 COPY resources resources
 COPY sensors sensors
+# The example's data generator, named by assets/fraud_detection/features.yaml.
+COPY examples examples
 # dagster-postgres: the Helm chart's instance (dagster.yaml) stores runs and events in Postgres,
 # and the run and step pods load that instance from this image.
 RUN pip install -c /tmp/constraints.txt . "dagster-postgres==0.29.27" \

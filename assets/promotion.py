@@ -4,7 +4,9 @@ import dagster as dg
 from dagster import OpExecutionContext
 from pydantic import Field
 
-from ml_platform.spec import Catalog, ModelSpec
+from assets.keys import MODEL_TAG, OVERRIDE_TAG, override_job_name
+from ml_platform.spec.catalog import Catalog
+from ml_platform.spec.model import ModelSpec
 from resources import PlatformResource
 
 
@@ -16,25 +18,35 @@ class OverrideConfig(dg.Config):
     requested_by: str = Field(description="Who takes responsibility for the override.")
 
 
-def override_job_name(model: str) -> str:
-    return f"{model}_promote_override"
+def build_override_job(spec: ModelSpec) -> dg.JobDefinition:
+    """The job ``<model>_promote_override``: one op that moves the champion alias.
 
+    Args:
+        spec: the model's spec.
 
-def _override_job(spec: ModelSpec) -> dg.JobDefinition:
+    Returns:
+        The job; its run config (``OverrideConfig``) names the version, reason and requester.
+    """
+
     @dg.op(name=f"{spec.name}_override_champion")
     def override_champion(
         context: OpExecutionContext, config: OverrideConfig, platform: PlatformResource
     ) -> None:
         """Move the champion alias to the given version, recording reason and requester."""
-        from ml_platform.lifecycle import override_promotion
+        from ml_platform.core.audit import AuditLog
+        from ml_platform.lifecycle.promote import override_promotion
+        from ml_platform.registry.client import ModelRegistry
 
+        # TRANSITIONAL: engines from the settings bag until the op takes the typed resources.
+        settings = platform.settings()
         previous = override_promotion(
             spec,
-            platform.settings(),
             config.version,
             config.reason,
             config.requested_by,
-            context.run.run_id,
+            registry=ModelRegistry.for_settings(settings),
+            audit=AuditLog(settings.audit_url),
+            dagster_run_id=context.run.run_id,
         )
         context.log.warning(
             f"OVERRIDE: {spec.name} champion {previous} -> {config.version} by "
@@ -45,7 +57,7 @@ def _override_job(spec: ModelSpec) -> dg.JobDefinition:
         name=override_job_name(spec.name),
         description=f"Force a version of {spec.name} to champion, bypassing the gates. "
         "Requires a reason; audited.",
-        tags={"ml_platform/model": spec.name, "ml_platform/override": "true"},
+        tags={MODEL_TAG: spec.name, OVERRIDE_TAG: "true"},
     )
     def override() -> None:
         override_champion()
@@ -54,4 +66,5 @@ def _override_job(spec: ModelSpec) -> dg.JobDefinition:
 
 
 def build_override_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
-    return [_override_job(spec) for spec in catalog.models.values()]
+    """An override job per model of the catalog."""
+    return [build_override_job(spec) for spec in catalog.models.values()]

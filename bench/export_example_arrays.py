@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from assets.fraud_detection.data import generate
-from ml_platform.datasets import build_training_set, read_split
-from ml_platform.lifecycle import feature_schema
-from ml_platform.settings import PlatformSettings
-from ml_platform.spec import load_project
-from ml_platform.training import Preprocessor
+from examples.payments.generator import generate
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.datasets.training_set import build_training_set, read_split
+from ml_platform.lifecycle.train import feature_schema
+from ml_platform.spec.loading import load_project
+from ml_platform.training.preprocessing import Preprocessor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def main() -> None:
         generate(
             {s.name: settings.data_path(s.path) for s in repo.sources}, n_transactions=args.rows
         )
-        from ml_platform.features import apply_feature_repo
+        from ml_platform.features.store import apply_feature_repo
 
         apply_feature_repo(repo, settings)
         manifest = build_training_set(spec, resolved, catalog, settings)

@@ -15,10 +15,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from assets.fraud_detection.data import generate
-from ml_platform.features import apply_feature_repo, historical_features
-from ml_platform.settings import PlatformSettings
-from ml_platform.spec import load_project
+from examples.payments.generator import generate
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.features.retrieval import historical_features
+from ml_platform.features.store import apply_feature_repo
+from ml_platform.spec.loading import load_project
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

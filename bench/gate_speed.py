@@ -17,7 +17,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from ml_platform.validation import ExpectationSpec, GateReport, Mode, run_gate
+from ml_platform.gates.report import GateReport
+from ml_platform.gates.run import Mode, run_gate
+from ml_platform.gates.spec import ExpectationSpec
 
 VOCABULARY = ["alpha", "beta", "gamma", "delta"]
 FLOATS = [f"float_{i}" for i in range(8)]

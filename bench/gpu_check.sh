@@ -65,7 +65,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml_platform.training import TrainingConfig, build_module, train_arrays
+from ml_platform.training.config import TrainingConfig
+from ml_platform.training.loop import train_arrays
+from ml_platform.training.modules import build_module
 
 device = os.environ["CHECK_DEVICE"]
 on_cuda = device.startswith("cuda")

@@ -36,12 +36,9 @@ from torch import nn
 
 # Run from a checkout without installing the package (the GPU machine has no pip install step).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ml_platform.training import (
-    TrainingConfig,
-    build_module,
-    resolve_device,
-    train_arrays,
-)
+from ml_platform.training.config import TrainingConfig, resolve_device
+from ml_platform.training.loop import train_arrays
+from ml_platform.training.modules import build_module
 
 HIDDEN_SIZES = [256, 256]
 LEARNING_RATE = 1e-3

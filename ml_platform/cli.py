@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ml_platform.settings import HOME_ENV, platform_home
-from ml_platform.spec import NAME_PATTERN, Catalog, SpecError, discover_spec_files, load_catalog
+from ml_platform.core.settings import HOME_ENV, platform_home
+from ml_platform.spec.catalog import Catalog
+from ml_platform.spec.errors import SpecError
+from ml_platform.spec.loading import NAME_PATTERN, discover_spec_files, load_catalog
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -124,11 +126,11 @@ def demo(models: list[str] | None, rows: int | None) -> int:
 
     import dagster as dg
 
-    import sensors
+    import sensors.alerts as sensors
+    from assets.keys import scoring_job_name, training_job_name
+    from ml_platform.core.settings import PlatformSettings
     from ml_platform.definitions import build_definitions
-    from ml_platform.lifecycle import current_evaluation
-    from ml_platform.settings import PlatformSettings
-    from sensors import scoring_job_name, training_job_name
+    from ml_platform.lifecycle.records import current_evaluation
 
     definitions = build_definitions(Path.cwd())
     catalog = load_catalog(discover_spec_files(Path.cwd()))
@@ -167,10 +169,10 @@ def demo(models: list[str] | None, rows: int | None) -> int:
             print(f"\n{name}: not promoted; see the failed run in the Dagster UI (make dev)")
             continue
         evaluation = current_evaluation(settings, name)
-        from ml_platform.datasets import current_training_set
-        from ml_platform.registry import champion_version
+        from ml_platform.datasets.training_set import current_training_set
+        from ml_platform.registry.client import ModelRegistry
 
-        champion = champion_version(settings, name)
+        champion = ModelRegistry.for_settings(settings).champion_version(name)
         data_gate = current_training_set(settings, name).gate or {}
         print(f"\n{name}: champion version {champion} (evaluated version {evaluation.version})")
         for metric in (

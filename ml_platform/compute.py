@@ -12,8 +12,9 @@ Where each setting takes effect (dagster 1.13 / dagster-k8s 0.29):
 - ``dagster/max_runtime`` is read from the *run* tags by the daemon's run monitoring; as an op
   tag it does nothing. Put :func:`run_tags` on the job; each step is bounded on its own by the
   Kubernetes Job's ``activeDeadlineSeconds`` from :func:`k8s_config`.
-- Pools are the asset/op ``pool=`` argument (:func:`pool`), limited per deployment with
-  ``dagster instance concurrency set POOL LIMIT``.
+- Pools are the asset/op ``pool=`` argument (:func:`pool`: one pool per GPU type unless a
+  profile names its own), limited per deployment with ``dagster instance concurrency set POOL
+  LIMIT``.
 
 Deployments may add or override profiles with a YAML file named by ``ML_PLATFORM_COMPUTE_PROFILES``
 (see :func:`load_profiles`). This module imports only the standard library at module level.
@@ -27,6 +28,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ml_platform.core.helpers import unknown
 
 PROFILES_ENV = "ML_PLATFORM_COMPUTE_PROFILES"
 USER_DEFINED_K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -42,26 +45,6 @@ NO_EVICTION_ANNOTATIONS = {
 }
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-SPOT_TOLERATIONS = [
-    {
-        "key": "cloud.google.com/gke-spot",
-        "operator": "Equal",
-        "value": "true",
-        "effect": "NoSchedule",
-    },
-    {
-        "key": "kubernetes.azure.com/scalesetpriority",
-        "operator": "Equal",
-        "value": "spot",
-        "effect": "NoSchedule",
-    },
-    {
-        "key": "eks.amazonaws.com/capacityType",
-        "operator": "Equal",
-        "value": "SPOT",
-        "effect": "NoSchedule",
-    },
-]
 # Each cloud labels spot nodes differently, and a nodeSelector can only AND labels: one selector
 # naming all of them matches no node anywhere. Required node affinity ORs its terms, so one pod
 # spec selects spot capacity on GKE, AKS, EKS managed node groups and Karpenter alike.
@@ -71,29 +54,24 @@ SPOT_NODE_LABELS = [
     ("eks.amazonaws.com/capacityType", "SPOT"),
     ("karpenter.sh/capacity-type", "spot"),
 ]
+# Spot node pools on GKE, AKS and EKS are tainted with their spot label's key and value; the
+# tolerations admit the step there. Karpenter's capacity-type label comes with no taint.
+SPOT_TOLERATIONS = [
+    {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+    for key, value in SPOT_NODE_LABELS
+    if key != "karpenter.sh/capacity-type"
+]
 
 # https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
 _QUANTITY = re.compile(
     r"^(?P<number>[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 )
-_SUFFIX_FACTOR = {
+_SUFFIX_FACTOR: dict[str | None, float] = {
     None: 1.0,
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
+    **{"n": 1e-9, "u": 1e-6, "m": 1e-3},
+    **{suffix: 1000.0**power for power, suffix in enumerate("kMGTPE", start=1)},
+    **{f"{suffix}i": 2.0 ** (10 * power) for power, suffix in enumerate("KMGTPE", start=1)},
 }
 # A label value (the profile name becomes one) and an extended resource name (domain/name).
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -109,6 +87,7 @@ class ComputeProfileError(ValueError):
     """
 
     def __init__(self, where: str, problems: list[str]) -> None:
+        """One line for one problem, else one indented line per problem under ``where``."""
         self.where = where
         self.problems = problems
         if len(problems) == 1:
@@ -226,7 +205,8 @@ class ComputeProfile:
             counts against ``memory``, so it must be smaller.
         max_runtime_seconds: the step Job's ``activeDeadlineSeconds``, and the run's
             ``dagster/max_runtime`` tag (:func:`run_tags`).
-        pool: Dagster concurrency pool that bounds how many such steps run at once.
+        pool: the Dagster concurrency pool that bounds how many such steps run at once; None
+            means the pool of the profile's GPU type (:func:`pool`), and no pool on CPU.
         node_selector: extra node labels to require, merged with the GPU product label.
     """
 
@@ -243,28 +223,20 @@ class ComputeProfile:
     node_selector: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Raises ``ComputeProfileError`` listing every invalid field."""
         problems = _profile_problems(self)
         if problems:
             raise ComputeProfileError(f"compute profile {self.name!r}", problems)
 
     @property
     def uses_gpu(self) -> bool:
+        """Whether steps with this profile request GPUs (or MIG slices)."""
         return self.gpu_count > 0
-
-    @property
-    def device(self) -> str:
-        return "cuda" if self.uses_gpu else "cpu"
 
 
 def _gpu(name: str, product: str, count: int = 1, **kwargs: Any) -> ComputeProfile:
-    return ComputeProfile(
-        name=name,
-        gpu_count=count,
-        gpu_product=product,
-        shared_memory=kwargs.pop("shared_memory", "8Gi"),
-        pool=kwargs.pop("pool", f"gpu-{product.split('-')[1].lower()}"),
-        **kwargs,
-    )
+    kwargs.setdefault("shared_memory", "8Gi")
+    return ComputeProfile(name=name, gpu_count=count, gpu_product=product, **kwargs)
 
 
 COMPUTE_PROFILES: dict[str, ComputeProfile] = {
@@ -275,7 +247,7 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
         _gpu("gpu-t4", "Tesla-T4", cpu="4", memory="16Gi", spot=True),
         _gpu("gpu-a100", "NVIDIA-A100-SXM4-40GB", cpu="12", memory="85Gi"),
         _gpu("gpu-h100", "NVIDIA-H100-80GB-HBM3", cpu="16", memory="120Gi"),
-        # Its own pool: a pool slot is one step, whatever its GPU count.
+        # Its own pool, gpu-h100-x4 (see `pool`): a pool slot is one step, whatever its GPU count.
         _gpu(
             "gpu-h100-x4",
             "NVIDIA-H100-80GB-HBM3",
@@ -283,7 +255,6 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             cpu="64",
             memory="480Gi",
             shared_memory="64Gi",
-            pool="gpu-h100-x4",
         ),
         _gpu(
             "mig-1g.10gb",
@@ -291,7 +262,6 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             cpu="2",
             memory="12Gi",
             gpu_resource="nvidia.com/mig-1g.10gb",
-            pool="mig-1g-10gb",
             shared_memory="2Gi",
         ),
         _gpu(
@@ -300,7 +270,6 @@ COMPUTE_PROFILES: dict[str, ComputeProfile] = {
             cpu="8",
             memory="48Gi",
             gpu_resource="nvidia.com/mig-3g.40gb",
-            pool="mig-3g-40gb",
         ),
     )
 }
@@ -323,6 +292,27 @@ def k8s_config(profile: ComputeProfile) -> dict[str, Any]:
         no-eviction annotations), ``job_metadata`` (the profile label) and ``job_spec_config``
         (``backoff_limit`` 0, ``active_deadline_seconds``).
     """
+    labels = {PROFILE_LABEL: profile.name}
+    return {
+        "container_config": _container_config(profile),
+        "pod_spec_config": _pod_spec_config(profile),
+        "pod_template_spec_metadata": {
+            "labels": labels,
+            # A running step only ends by itself: node consolidation must not evict it midway.
+            "annotations": dict(NO_EVICTION_ANNOTATIONS),
+        },
+        "job_metadata": {"labels": dict(labels)},
+        "job_spec_config": {
+            # Dagster retries failed steps itself (RetryPolicy); a Kubernetes retry would run the
+            # step again behind Dagster's back and double the GPU bill.
+            "backoff_limit": 0,
+            "active_deadline_seconds": profile.max_runtime_seconds,
+        },
+    }
+
+
+def _container_config(profile: ComputeProfile) -> dict[str, Any]:
+    """Resources (requests == limits), the thread count, and the ``/dev/shm`` mount."""
     requests = {"cpu": profile.cpu, "memory": profile.memory}
     limits = dict(requests)
     if profile.uses_gpu:
@@ -337,6 +327,15 @@ def k8s_config(profile: ComputeProfile) -> dict[str, Any]:
             {"name": "ML_PLATFORM_COMPUTE_PROFILE", "value": profile.name},
         ],
     }
+    if profile.shared_memory:
+        container_config["volume_mounts"] = [
+            {"name": SHARED_MEMORY_VOLUME, "mount_path": "/dev/shm"}
+        ]
+    return container_config
+
+
+def _pod_spec_config(profile: ComputeProfile) -> dict[str, Any]:
+    """Placement (node selector, tolerations, spot affinity) and the ``/dev/shm`` volume."""
     pod_spec_config: dict[str, Any] = {
         # Step code never calls the Kubernetes API (the run worker launches steps), so its pods
         # carry no service-account token.
@@ -372,26 +371,7 @@ def k8s_config(profile: ComputeProfile) -> dict[str, Any]:
                 "empty_dir": {"medium": "Memory", "size_limit": profile.shared_memory},
             }
         ]
-        container_config["volume_mounts"] = [
-            {"name": SHARED_MEMORY_VOLUME, "mount_path": "/dev/shm"}
-        ]
-    labels = {PROFILE_LABEL: profile.name}
-    return {
-        "container_config": container_config,
-        "pod_spec_config": pod_spec_config,
-        "pod_template_spec_metadata": {
-            "labels": labels,
-            # A running step only ends by itself: node consolidation must not evict it midway.
-            "annotations": dict(NO_EVICTION_ANNOTATIONS),
-        },
-        "job_metadata": {"labels": dict(labels)},
-        "job_spec_config": {
-            # Dagster retries failed steps itself (RetryPolicy); a Kubernetes retry would run the
-            # step again behind Dagster's back and double the GPU bill.
-            "backoff_limit": 0,
-            "active_deadline_seconds": profile.max_runtime_seconds,
-        },
-    }
+    return pod_spec_config
 
 
 def op_tags(profile: ComputeProfile, deployment: str) -> dict[str, Any]:
@@ -399,7 +379,7 @@ def op_tags(profile: ComputeProfile, deployment: str) -> dict[str, Any]:
 
     Args:
         profile: the compute profile of the step.
-        deployment: ``"local"`` or ``"k8s"`` (``ml_platform.settings.deployment()``).
+        deployment: ``"local"`` or ``"k8s"`` (``ml_platform.core.settings.deployment()``).
 
     Returns:
         ``{"ml_platform/compute_profile": name}``, plus ``{"dagster-k8s/config": ...}`` on k8s.
@@ -433,8 +413,32 @@ def run_tags(profile: ComputeProfile) -> dict[str, str]:
 
 
 def pool(profile: ComputeProfile) -> str | None:
-    """The concurrency pool of steps with ``profile`` (the asset/op ``pool=`` argument)."""
-    return profile.pool
+    """The Dagster concurrency pool of steps with ``profile`` (the asset/op ``pool=`` argument).
+
+    The profile's ``pool`` field if set, else one pool per GPU type, limited with one command
+    (``dagster instance concurrency set gpu-a100 4``): the MIG slice (``nvidia.com/mig-1g.10gb``
+    -> ``mig-1g-10gb``) or ``gpu-<model>`` (``NVIDIA-A100-SXM4-40GB`` -> ``gpu-a100``), with
+    ``-x<count>`` for several GPUs per step, since a pool slot is one step whatever its GPUs.
+
+    Args:
+        profile: the compute profile of the step.
+
+    Returns:
+        The pool name, or None for a CPU profile without an explicit pool (no limit).
+    """
+    if profile.pool is not None:
+        return profile.pool
+    if not profile.uses_gpu:
+        return None
+    if profile.gpu_resource != "nvidia.com/gpu":
+        name = profile.gpu_resource.split("/", 1)[1].replace(".", "-")
+    elif profile.gpu_product:
+        # The product label is vendor-model-...: NVIDIA-H100-80GB-HBM3, Tesla-T4.
+        words = profile.gpu_product.split("-")
+        name = f"gpu-{words[min(1, len(words) - 1)].lower()}"
+    else:
+        name = "gpu"
+    return name if profile.gpu_count == 1 else f"{name}-x{profile.gpu_count}"
 
 
 def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, ComputeProfile]:
@@ -442,7 +446,8 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Compu
 
     The file holds one mapping, ``profiles``, from profile name to fields. A built-in profile
     named there keeps every field the file leaves out; a new profile needs ``cpu`` and ``memory``.
-    ``null`` clears an optional field (``gpu_product``, ``shared_memory``, ``pool``)::
+    ``null`` clears an optional field (``gpu_product``, ``shared_memory``; for ``pool``, the
+    GPU type's pool again, see :func:`pool`)::
 
         profiles:
           gpu-a100: {memory: 100Gi, spot: true}
@@ -525,7 +530,7 @@ def _profile_from_entry(
     known = [f.name for f in fields(ComputeProfile) if f.name != "name"]
     for key, value in entry.items():
         if key not in _FIELD_TYPES:
-            problems.append(f"{here}: unknown field {key!r}{_did_you_mean(str(key), known)}")
+            problems.append(f"{here}: {unknown('field', str(key), known)}")
             continue
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         if key in ("cpu", "memory") and is_number:
@@ -550,10 +555,3 @@ def _profile_from_entry(
     except ComputeProfileError as error:
         return None, [f"{here}: {p}" for p in error.problems]
     return profile, []
-
-
-def _did_you_mean(value: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f"; fields: {', '.join(choices)}"

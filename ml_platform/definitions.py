@@ -1,7 +1,9 @@
 """The one Dagster entry point: every definition is built here from the specs.
 
 ``workspace.yaml`` and ``dagster_cloud.yaml`` load this module. Loading reads the YAML specs and
-builds the graph; it imports none of torch, feast, great_expectations, evidently or mlflow.
+builds the graph; it imports none of torch, xgboost, feast, great_expectations, evidently or
+mlflow. The pieces come from ``assets/`` (assets and jobs), ``sensors/`` (schedules and sensors)
+and ``resources/`` (per deployment).
 """
 
 from __future__ import annotations
@@ -12,53 +14,40 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.factory import MODEL_ASSETS, build_assets, model_key
+from assets.feature_views import build_feature_views
+from assets.invalid_specs import build_invalid_spec_assets
+from assets.jobs import build_jobs
+from assets.models import build_model_assets
 from assets.promotion import build_override_jobs
-from ml_platform.compute import load_profiles, run_tags
-from ml_platform.settings import deployment
-from ml_platform.spec import Catalog, load_project
+from assets.sources import build_sources
+from ml_platform.core.settings import deployment
+from ml_platform.spec.loading import load_project
 from resources import resources_for_deployment
-from sensors import build_schedules, build_sensors, scoring_job_name, training_job_name
+from sensors.alerts import failure_alerts
+from sensors.automation import build_automation_sensors
+from sensors.new_data import build_new_data_sensors
+from sensors.schedules import build_schedules
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STRICT_ENV = "ML_PLATFORM_STRICT"
+EXECUTOR_ENV = "ML_PLATFORM_EXECUTOR"
 logger = logging.getLogger("ml_platform")
 
 
-def build_jobs(catalog: Catalog) -> list[dg.UnresolvedAssetJobDefinition]:
-    """Per model: a training job (sources to champion) and a scoring job (predictions)."""
-    jobs = []
-    profiles = load_profiles()
-    for name, spec in catalog.models.items():
-        training_keys = [model_key(name, a) for a in MODEL_ASSETS if a != "predictions"]
-        jobs.append(
-            dg.define_asset_job(
-                training_job_name(name),
-                selection=dg.AssetSelection.assets(*training_keys).upstream(),
-                description=f"Build features and the training set, train, evaluate and promote "
-                f"{name}.",
-                tags={"ml_platform/model": name, **run_tags(profiles[spec.compute.profile])},
-            )
-        )
-        jobs.append(
-            dg.define_asset_job(
-                scoring_job_name(name),
-                selection=dg.AssetSelection.assets(model_key(name, "predictions")),
-                description=f"Score the newest data with the {name} champion.",
-                tags={"ml_platform/model": name},
-            )
-        )
-    return jobs
+def executor() -> dg.ExecutorDefinition:
+    """The run executor of the current deployment.
 
-
-def _executor() -> dg.ExecutorDefinition:
+    Returns:
+        ``k8s_job_executor`` on Kubernetes (a pod per step); locally in-process, or multiprocess
+        when ``ML_PLATFORM_EXECUTOR=multiprocess``.
+    """
     if deployment() == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
     # In-process by default: each step of a multiprocess run pays the ML libraries' import time
     # again (about 20 s here); ML_PLATFORM_EXECUTOR=multiprocess runs independent steps in parallel.
-    if os.environ.get("ML_PLATFORM_EXECUTOR", "in_process") == "multiprocess":
+    if os.environ.get(EXECUTOR_ENV, "in_process") == "multiprocess":
         return dg.multiprocess_executor
     return dg.in_process_executor
 
@@ -66,22 +55,45 @@ def _executor() -> dg.ExecutorDefinition:
 def build_definitions(
     project_root: Path = PROJECT_ROOT, spec_path: str | None = None
 ) -> dg.Definitions:
-    """Build the Definitions from the specs under ``project_root`` and ``ML_PLATFORM_SPEC_PATH``."""
+    """Build the Definitions from the specs under ``project_root`` and ``ML_PLATFORM_SPEC_PATH``.
+
+    Args:
+        project_root: the directory whose ``assets/**/*.yaml`` specs are loaded.
+        spec_path: extra spec directories (``os.pathsep``-separated); ``None`` reads
+            ``ML_PLATFORM_SPEC_PATH``, ``""`` adds none.
+
+    Returns:
+        Every asset, job, schedule, sensor, resource and the executor. A spec file that fails
+        to load becomes a placeholder asset showing its errors.
+
+    Raises:
+        DagsterInvalidDefinitionError: a spec file is invalid and ``ML_PLATFORM_STRICT=1``.
+    """
     catalog = load_project(project_root, spec_path)
     for error in catalog.errors:
         logger.error("%s", error)
     if catalog.errors and os.environ.get(STRICT_ENV) == "1":
         raise dg.DagsterInvalidDefinitionError("\n".join(str(e) for e in catalog.errors))
     return dg.Definitions(
-        assets=build_assets(catalog),
+        assets=[
+            *build_sources(catalog),
+            *build_feature_views(catalog),
+            *build_model_assets(catalog),
+            *build_invalid_spec_assets(catalog),
+        ],
         jobs=[*build_jobs(catalog), *build_override_jobs(catalog)],
         schedules=build_schedules(catalog),
-        sensors=build_sensors(catalog),
+        sensors=[
+            *build_new_data_sensors(catalog),
+            failure_alerts,
+            *build_automation_sensors(catalog),
+        ],
         resources=resources_for_deployment(),
-        executor=_executor(),
+        executor=executor(),
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    """The code location's definitions, built from the project's specs."""
     return build_definitions()

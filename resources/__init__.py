@@ -1,54 +1,198 @@
-"""Resources: the platform's settings per deployment, chosen in one place."""
+"""Resources: one typed resource per engine the platform uses, chosen per deployment in one place.
+
+- ``storage``: ``StorageResource`` -> ``PlatformSettings`` (data, artifacts, checkpoints).
+- ``registry``: ``ModelRegistryResource`` -> ``ModelRegistry`` (MLflow tracking and registry).
+- ``feature_store``: ``FeatureStoreResource`` -> the settings naming the Feast project, registry
+  and online store.
+- ``audit``: ``AuditLogResource`` -> ``AuditLog`` (the append-only audit trail).
+- ``mlflow``: ``MlflowTrackingResource`` -> the Dagster run's MLflow run (dagster-mlflow).
+
+An empty field takes the embedded default under ``ML_PLATFORM_HOME``, or the matching environment
+variable (``PlatformSettings.from_env``), read when the resource is used. Assets take the
+resources as typed parameters and hand what they build to the ``ml_platform`` functions, so tests
+can pass other resources or call the functions with their own engines.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dagster as dg
 
-from ml_platform.settings import PlatformSettings, deployment, platform_home
+from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings, deployment, platform_home
+from ml_platform.registry.client import ModelRegistry
+from resources.mlflow_tracking import MlflowTrackingResource
+
+__all__ = [
+    "AuditLogResource",
+    "FeatureStoreResource",
+    "MlflowTrackingResource",
+    "ModelRegistryResource",
+    "StorageResource",
+    "resources_for_deployment",
+]
 
 
-class PlatformResource(dg.ConfigurableResource):
-    """Where the platform keeps data, artifacts, MLflow, Feast and the audit log.
+def _defaults() -> PlatformSettings:
+    """The locations an empty field stands for: the environment, else under the home."""
+    return PlatformSettings.from_env()
 
-    Empty fields take the embedded defaults under ``ML_PLATFORM_HOME``; set them (or the matching
-    environment variables) to use Postgres, an MLflow server, S3 or Redis instead.
+
+class StorageResource(dg.ConfigurableResource):
+    """Where the platform keeps parquet data, artifacts and training checkpoints.
+
+    Attributes:
+        home: the local state directory; empty means ``ML_PLATFORM_HOME``.
+        data_root: root of parquet data, a path or an fsspec URL (``s3://bucket/ml``).
+        artifact_root: where pointers, evaluations and model files are written.
+        checkpoint_root: a filesystem directory for training checkpoints (a volume on k8s).
     """
 
     home: str = ""
     data_root: str = ""
     artifact_root: str = ""
-    mlflow_tracking_uri: str = ""
-    feast_project: str = ""
-    audit_url: str = ""
+    checkpoint_root: str = ""
 
     def settings(self) -> PlatformSettings:
+        """The platform settings with these locations (the library's locations object)."""
         overrides = {
-            name: getattr(self, name)
-            for name in (
-                "data_root",
-                "artifact_root",
-                "mlflow_tracking_uri",
-                "feast_project",
-                "audit_url",
-            )
-            if getattr(self, name)
+            name: value
+            for name in ("data_root", "artifact_root", "checkpoint_root")
+            if (value := getattr(self, name))
         }
         return PlatformSettings.from_env(home=self.home or None, **overrides)
 
 
-def resources_for_deployment() -> dict[str, object]:
-    """The resources of the current deployment (``ML_PLATFORM_DEPLOYMENT``)."""
-    per_deployment: dict[str, dict[str, object]] = {
-        "local": {"platform": PlatformResource(home=str(platform_home()))},
-        # On Kubernetes every location comes from the environment of the pods (ConfigMap/Secret),
-        # read when the resource is used, never baked into run config.
-        "k8s": {
-            "platform": PlatformResource(
-                data_root=dg.EnvVar("ML_PLATFORM_DATA_ROOT"),
-                artifact_root=dg.EnvVar("ML_PLATFORM_ARTIFACT_ROOT"),
-                mlflow_tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
-                audit_url=dg.EnvVar("ML_PLATFORM_AUDIT_URL"),
-            )
-        },
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The MLflow tracking server and model registry.
+
+    Attributes:
+        tracking_uri: MLflow tracking (and registry) URI; empty means ``MLFLOW_TRACKING_URI``,
+            else ``sqlite:///$ML_PLATFORM_HOME/mlflow.db``.
+        artifact_root: where new experiments keep artifacts; empty means
+            ``ML_PLATFORM_MLFLOW_ARTIFACT_ROOT``, else ``$ML_PLATFORM_HOME/mlartifacts``.
+        ui_url: base URL of the MLflow UI for run links; empty means ``MLFLOW_UI_URL``, else
+            the ``make mlflow`` address.
+    """
+
+    tracking_uri: str = ""
+    artifact_root: str = ""
+    ui_url: str = ""
+
+    def registry(self) -> ModelRegistry:
+        """A registry on this backend; build it once per step and pass it on (one client)."""
+        defaults = _defaults()
+        tracking_uri = self.tracking_uri or defaults.mlflow_tracking_uri
+        return ModelRegistry(
+            tracking_uri=tracking_uri,
+            artifact_root=self.artifact_root or defaults.mlflow_artifact_root,
+            registry_uri=tracking_uri,
+            ui_url=self.ui_url,
+        )
+
+
+class FeatureStoreResource(dg.ConfigurableResource):
+    """The Feast feature store: project, registry and online store (offline: DuckDB).
+
+    Attributes:
+        project: the Feast project; empty means ``ML_PLATFORM_FEAST_PROJECT``, else
+            ``ml_platform``.
+        registry: path or URL of the Feast registry; empty means ``ML_PLATFORM_FEAST_REGISTRY``,
+            else ``$ML_PLATFORM_HOME/feast/registry.db``.
+        online_store_path: the SQLite online store; empty means
+            ``$ML_PLATFORM_HOME/feast/online.db``.
+    """
+
+    project: str = ""
+    registry: str = ""
+    online_store_path: str = ""
+
+    def settings(self, storage: StorageResource) -> PlatformSettings:
+        """The storage's settings naming this feature store (what ``ml_platform.features`` uses).
+
+        Args:
+            storage: the platform storage (sources are read from its data root).
+
+        Returns:
+            The settings with this Feast project, registry and online store.
+        """
+        base = storage.settings()
+        online = (
+            {"type": "sqlite", "path": self.online_store_path}
+            if self.online_store_path
+            else base.feast_online_store
+        )
+        return replace(
+            base,
+            feast_project=self.project or base.feast_project,
+            feast_registry=self.registry or base.feast_registry,
+            feast_online_store=online,
+        )
+
+
+class AuditLogResource(dg.ConfigurableResource):
+    """The audit log: an SQLAlchemy database of what happened to each model.
+
+    Attributes:
+        url: SQLAlchemy URL; empty means ``ML_PLATFORM_AUDIT_URL``, else
+            ``sqlite:///$ML_PLATFORM_HOME/audit.db``. One engine per URL and process.
+    """
+
+    url: str = ""
+
+    def audit_log(self) -> AuditLog:
+        """The audit log at this URL (its engine and tables are made once per process)."""
+        return AuditLog(self.url or _defaults().audit_url)
+
+
+def resources_for_deployment() -> dict[str, dg.ConfigurableResource]:
+    """The resources of the current deployment (``ML_PLATFORM_DEPLOYMENT``), by resource key.
+
+    Returns:
+        ``storage``, ``registry``, ``feature_store``, ``audit`` and ``mlflow``. Locally every
+        location takes its default under ``ML_PLATFORM_HOME``. On Kubernetes the locations the
+        cluster must provide, and every URL that can carry a password, are ``dg.EnvVar``s read
+        in the pods from the ConfigMap and Secret, never written into run config.
+    """
+    if deployment() == "local":
+        return {
+            "storage": StorageResource(home=str(platform_home())),
+            "registry": ModelRegistryResource(),
+            "feature_store": FeatureStoreResource(),
+            "audit": AuditLogResource(),
+            "mlflow": MlflowTrackingResource(),
+        }
+    # Optional locations (checkpoint root, MLflow artifact root, Feast project and registry) stay
+    # empty: they are read from the same environment variables when set, else take defaults.
+    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI")
+    return {
+        "storage": StorageResource(
+            data_root=dg.EnvVar("ML_PLATFORM_DATA_ROOT"),
+            artifact_root=dg.EnvVar("ML_PLATFORM_ARTIFACT_ROOT"),
+        ),
+        "registry": ModelRegistryResource(tracking_uri=tracking_uri),
+        "feature_store": FeatureStoreResource(),
+        "audit": AuditLogResource(url=dg.EnvVar("ML_PLATFORM_AUDIT_URL")),
+        "mlflow": MlflowTrackingResource(mlflow_tracking_uri=tracking_uri),
     }
-    return per_deployment[deployment()]
+
+
+# TRANSITIONAL (until the asset bodies take the typed resources): the old settings bag.
+class PlatformResource(dg.ConfigurableResource):
+    """Deprecated settings bag, kept only while assets/ and sensors/ move to typed resources."""
+
+    home: str = ""
+
+    def settings(self) -> PlatformSettings:
+        return PlatformSettings.from_env(home=self.home or None)
+
+
+_typed = resources_for_deployment
+
+
+def resources_for_deployment() -> dict[str, dg.ConfigurableResource]:
+    """Typed resources plus the transitional ``platform`` key."""
+    resources = _typed()
+    storage = resources["storage"]
+    return {**resources, "platform": PlatformResource(home=getattr(storage, "home", ""))}

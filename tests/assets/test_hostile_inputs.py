@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.datasets import DataGateFailed, build_training_set
-from ml_platform.features import apply_feature_repo
-from ml_platform.lifecycle import train_model
-from ml_platform.settings import PlatformSettings
-from ml_platform.spec import load_project
+from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.datasets.training_set import DataGateFailed, build_training_set
+from ml_platform.features.store import apply_feature_repo
+from ml_platform.lifecycle.train import train_model
+from ml_platform.registry.client import ModelRegistry
+from ml_platform.spec.loading import load_project
 from tests.e2e import loans
 
 
@@ -66,4 +68,10 @@ def test_hostile_input_fails_the_gate_not_the_trainer(
     assert EXPECTED_FAILURE[case] in report.summary(), report.summary()
     assert manifest.gate is not None and manifest.gate["success"] is False
     with pytest.raises(DataGateFailed, match="failed its data gate"):
-        train_model(spec, resolved, settings)
+        train_model(
+            spec,
+            resolved,
+            settings=settings,
+            registry=ModelRegistry.for_settings(settings),
+            audit=AuditLog(settings.audit_url),
+        )

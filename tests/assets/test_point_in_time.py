@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.fraud_detection.data import generate_frames
-from ml_platform.features import apply_feature_repo, historical_features
-from ml_platform.settings import PlatformSettings
-from ml_platform.spec import FeatureRepoSpec
+from examples.payments.generator import generate_frames
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.features.retrieval import historical_features
+from ml_platform.features.store import apply_feature_repo
+from ml_platform.spec.features import FeatureRepoSpec
 
 SECOND = pd.Timedelta(seconds=1)
 
@@ -121,7 +122,7 @@ def test_no_feature_value_from_after_the_label_leaks_in(settings: PlatformSettin
 def test_same_day_aggregates_never_reach_earlier_payments(settings: PlatformSettings) -> None:
     """The example's daily stats are stamped at the day's end: a payment at noon must see
     the previous day's aggregate, which does not include the payment itself."""
-    from ml_platform.spec import load_project
+    from ml_platform.spec.loading import load_project
 
     frames = generate_frames(n_transactions=20_000, seed=11)
     catalog = load_project(Path(__file__).resolve().parents[2], "")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ml_platform.settings import PlatformSettings
+from ml_platform.core.settings import PlatformSettings
 
 MODEL = "loan_default"
 FEATURES: dict[str, Any] = {

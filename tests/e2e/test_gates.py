@@ -17,11 +17,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ml_platform import registry
-from ml_platform.audit import AuditLog
+from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.core.storage import read_pointer
 from ml_platform.definitions import build_definitions
-from ml_platform.settings import PlatformSettings
-from ml_platform.storage import read_pointer
+from ml_platform.registry.client import ModelRegistry
 from resources import PlatformResource
 from tests.e2e import loans
 
@@ -49,8 +49,8 @@ class World:
     def state(self) -> dict[str, Any]:
         predictions = read_pointer(self.settings.data_path("models", MODEL, "predictions"))
         return {
-            "versions": registry.registered_versions(self.settings, MODEL),
-            "champion": registry.champion_version(self.settings, MODEL),
+            "versions": ModelRegistry.for_settings(self.settings).registered_versions(MODEL),
+            "champion": ModelRegistry.for_settings(self.settings).champion_version(MODEL),
             "predictions": predictions["path"] if predictions else None,
             "trained": len(AuditLog(self.settings.audit_url).events(MODEL, "trained")),
         }
@@ -79,7 +79,7 @@ def champion_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     with dg.DagsterInstance.get() as instance:
         for job in (f"{MODEL}_training", f"{MODEL}_scoring"):
             assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
-    assert registry.champion_version(settings, MODEL) == "1"
+    assert ModelRegistry.for_settings(settings).champion_version(MODEL) == "1"
     shutil.copytree(home, snapshot)
     yield root
     for key, value in saved.items():
@@ -278,9 +278,9 @@ def test_worse_challenger_is_registered_but_not_promoted(world: World) -> None:
             instance=instance, raise_on_error=False
         )
     assert not result.success  # the blocking regression gate fails the run visibly
-    assert registry.registered_versions(world.settings, MODEL) == ["1", "2"]
-    assert registry.champion_version(world.settings, MODEL) == "1"
-    tags = registry.version_tags(world.settings, MODEL, "2")
+    assert ModelRegistry.for_settings(world.settings).registered_versions(MODEL) == ["1", "2"]
+    assert ModelRegistry.for_settings(world.settings).champion_version(MODEL) == "1"
+    tags = ModelRegistry.for_settings(world.settings).version_tags(MODEL, "2")
     assert tags["ml_platform.promotion"] == "rejected"
     assert "no_regression_vs_champion" in tags["ml_platform.promotion_reason"]
     assert tags["ml_platform.gate.no_regression_vs_champion"] == "failed"
@@ -301,8 +301,8 @@ def test_unfair_challenger_is_not_promoted_and_override_is_audited(world: World)
             instance=instance, raise_on_error=False
         )
         assert not result.success
-        assert registry.champion_version(world.settings, MODEL) == "1"
-        tags = registry.version_tags(world.settings, MODEL, "2")
+        assert ModelRegistry.for_settings(world.settings).champion_version(MODEL) == "1"
+        tags = ModelRegistry.for_settings(world.settings).version_tags(MODEL, "2")
         assert "slices_meet_thresholds" in tags["ml_platform.promotion_reason"]
         assert "recall gap between slices" in tags["ml_platform.promotion_reason"]
 
@@ -321,7 +321,7 @@ def test_unfair_challenger_is_not_promoted_and_override_is_audited(world: World)
         assert not override.execute_in_process(
             instance=instance, run_config=too_short, raise_on_error=False
         ).success
-        assert registry.champion_version(world.settings, MODEL) == "1"
+        assert ModelRegistry.for_settings(world.settings).champion_version(MODEL) == "1"
         reason = "regional recall gap accepted by risk committee, ticket RISK-118"
         config = {
             "ops": {
@@ -331,8 +331,8 @@ def test_unfair_challenger_is_not_promoted_and_override_is_audited(world: World)
             }
         }
         assert override.execute_in_process(instance=instance, run_config=config).success
-    assert registry.champion_version(world.settings, MODEL) == "2"
-    tags = registry.version_tags(world.settings, MODEL, "2")
+    assert ModelRegistry.for_settings(world.settings).champion_version(MODEL) == "2"
+    tags = ModelRegistry.for_settings(world.settings).version_tags(MODEL, "2")
     assert tags["ml_platform.promotion"] == "override"
     assert tags["ml_platform.override_reason"] == reason
     [event] = AuditLog(world.settings.audit_url).events(MODEL, "override_promoted")

@@ -9,12 +9,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ml_platform import registry
-from ml_platform.audit import AuditLog
+from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.core.storage import read_pointer
 from ml_platform.definitions import build_definitions
-from ml_platform.lifecycle import current_evaluation
-from ml_platform.settings import PlatformSettings
-from ml_platform.storage import read_pointer
+from ml_platform.lifecycle.records import current_evaluation
+from ml_platform.registry.client import ModelRegistry
+from ml_platform.registry.tags import TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_SNAPSHOT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud_detection"
@@ -37,17 +38,18 @@ def run_job(
 @pytest.mark.slow
 def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
     settings = PlatformSettings.from_env()
+    registry = ModelRegistry.for_settings(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         training = run_job(small_example, f"{MODEL}_training", instance)
         scoring = run_job(small_example, f"{MODEL}_scoring", instance)
 
-        versions = registry.registered_versions(settings, MODEL)
+        versions = registry.registered_versions(MODEL)
         assert versions == ["1"]
-        assert registry.champion_version(settings, MODEL) == "1"
-        tags = registry.version_tags(settings, MODEL, "1")
-        assert tags[registry.TAG_DAGSTER_RUN] == training.run_id
-        assert tags[registry.TAG_SNAPSHOT]
-        assert tags[registry.TAG_CODE_VERSION]
+        assert registry.champion_version(MODEL) == "1"
+        tags = registry.version_tags(MODEL, "1")
+        assert tags[TAG_DAGSTER_RUN] == training.run_id
+        assert tags[TAG_SNAPSHOT]
+        assert tags[TAG_CODE_VERSION]
 
         # Predictions: one score per scored row, written by the champion.
         record = read_pointer(settings.data_path("models", MODEL, "predictions"))
@@ -79,11 +81,11 @@ def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
         # Retraining on the same data registers version 2 and compares it with the champion on
         # the same test rows; the alias moves only if the challenger is better.
         run_job(small_example, f"{MODEL}_training", instance)
-        assert registry.registered_versions(settings, MODEL) == ["1", "2"]
+        assert registry.registered_versions(MODEL) == ["1", "2"]
         second = current_evaluation(settings, MODEL)
         assert second.version == "2" and second.champion_version == "1"
         assert second.champion_metrics is not None
-        champion = registry.champion_version(settings, MODEL)
+        champion = registry.champion_version(MODEL)
         better = second.metrics["roc_auc"] > second.champion_metrics["roc_auc"]
         assert champion == ("2" if better else "1")
         decisions = AuditLog(settings.audit_url).events(MODEL)

@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 import torch
 
-from ml_platform import registry
-from ml_platform.settings import PlatformSettings
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.registry.client import ModelRegistry
 from tests.e2e import kill_target, loans
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ def test_kill_9_mid_training_then_reexecute_from_failure(
     )
     monkeypatch.setenv("ML_PLATFORM_SPEC_PATH", str(spec_dir))
     settings = PlatformSettings.from_env()
+    registry = ModelRegistry.for_settings(settings)
     loans.write_frames(settings, loans.good_frames(rows=60_000))
     Path(os.environ["DAGSTER_HOME"], "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
@@ -61,7 +62,7 @@ def test_kill_9_mid_training_then_reexecute_from_failure(
     process.wait()
     killed_at = newest_checkpoint_epoch(settings)
     assert 2 <= killed_at < EPOCHS
-    assert registry.registered_versions(settings, loans.MODEL) == []  # nothing partial
+    assert registry.registered_versions(loans.MODEL) == []  # nothing partial
 
     with dg.DagsterInstance.get() as instance:
         [killed_run] = instance.get_runs()
@@ -86,5 +87,5 @@ def test_kill_9_mid_training_then_reexecute_from_failure(
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
         assert any("resuming from checkpoint at epoch" in message for message in logs)
 
-    assert registry.registered_versions(settings, loans.MODEL) == ["1"]
-    assert registry.champion_version(settings, loans.MODEL) == "1"
+    assert registry.registered_versions(loans.MODEL) == ["1"]
+    assert registry.champion_version(loans.MODEL) == "1"

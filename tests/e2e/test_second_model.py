@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml_platform import registry
+from ml_platform.core.settings import PlatformSettings
 from ml_platform.definitions import build_definitions
-from ml_platform.lifecycle import current_evaluation
-from ml_platform.settings import PlatformSettings
+from ml_platform.lifecycle.records import current_evaluation
+from ml_platform.registry.client import ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,7 +145,7 @@ def test_regression_model_on_another_dataset(platform_home: Path, tmp_path: Path
         for job in ("crop_yield_training", "crop_yield_scoring"):
             assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
 
-    assert registry.champion_version(settings, "crop_yield") == "1"
+    assert ModelRegistry.for_settings(settings).champion_version("crop_yield") == "1"
     report = current_evaluation(settings, "crop_yield")
     assert report.primary_metric == "rmse"
     assert report.metrics["r2"] > 0.5, report.metrics

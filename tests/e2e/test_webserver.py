@@ -17,8 +17,8 @@ import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from ml_platform import registry
-from ml_platform.settings import PlatformSettings
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.registry.client import ModelRegistry
 from tests.e2e import loans
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -100,4 +100,4 @@ def test_launch_training_from_the_webserver(
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
-    assert registry.champion_version(settings, loans.MODEL) == "1"
+    assert ModelRegistry.for_settings(settings).champion_version(loans.MODEL) == "1"

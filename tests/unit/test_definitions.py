@@ -107,9 +107,12 @@ def test_mlflow_client_leaves_the_users_environment_alone(
 ) -> None:
     import os
 
-    from ml_platform import registry
-    from ml_platform.settings import PlatformSettings
+    from ml_platform.core.settings import PlatformSettings
+    from ml_platform.registry.client import ModelRegistry
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    registry.client(PlatformSettings.from_env())
+    registry = ModelRegistry.for_settings(PlatformSettings.from_env())
+    registry.ensure_experiment("environment_check")
+    with registry.fluent():  # the one place that sets MLflow's global URIs
+        pass
     assert "MLFLOW_TRACKING_URI" not in os.environ  # later settings must not inherit it

@@ -12,13 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from ml_platform.distributed import (
+from ml_platform.training.config import TrainingConfig
+from ml_platform.training.ddp import shard_indices
+from ml_platform.training.distributed import (
     DistributedTrainingError,
     nproc_for,
     should_distribute,
     train_with_torchrun,
 )
-from ml_platform.training import FeatureSchema, TrainingConfig, TrainResult, shard_indices, train
+from ml_platform.training.schema import FeatureSchema
+from ml_platform.training.trainer import TrainResult, train
 
 SCHEMA = FeatureSchema(
     numeric=("amount", "age"), categorical=("channel",), label="label", task="binary_classification"

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from ml_platform.cli import main as cli_main
-from ml_platform.spec import SpecError, load_catalog, load_project, parse_duration, read_spec_file
+from ml_platform.spec.errors import SpecError
+from ml_platform.spec.loading import load_catalog, load_project, read_spec_file
+from ml_platform.spec.values import parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "fraud_detection"
 MINIMAL_MODEL = {

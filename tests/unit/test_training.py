@@ -16,19 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ml_platform.training import (
-    FeatureSchema,
-    ModelArchitectureError,
-    Preprocessor,
-    TrainedModel,
-    TrainingConfig,
-    TrainingDataError,
-    TrainResult,
-    build_module,
-    resolve_device,
-    train,
-    train_arrays,
-)
+from ml_platform.training.config import TrainingConfig, resolve_device
+from ml_platform.training.loop import train_arrays
+from ml_platform.training.model import TrainedModel
+from ml_platform.training.modules import build_module
+from ml_platform.training.preprocessing import Preprocessor
+from ml_platform.training.schema import FeatureSchema, ModelArchitectureError, TrainingDataError
+from ml_platform.training.trainer import TrainResult, train
 
 BINARY_SCHEMA = FeatureSchema(
     numeric=("amount", "age"), categorical=("channel",), label="label", task="binary_classification"
@@ -561,7 +555,7 @@ def test_invalid_training_config_is_refused(settings: dict) -> None:
 
 def test_module_imports_without_pandas_or_dagster() -> None:
     code = (
-        "import sys, ml_platform.training; "
+        "import sys, ml_platform.training.trainer, ml_platform.training.distributed; "
         "print(sorted(m for m in ('pandas', 'pyarrow', 'dagster') if m in sys.modules))"
     )
 

@@ -1,0 +1,216 @@
+"""What the catalog shows: asset metadata and check results rendered from the library's records.
+
+Each function takes one record the library returned (a gate report, a training set manifest, a
+model record...) and returns the numbers a person wants to see next to the asset. Nothing here
+computes anything: it only picks and formats.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from assets.keys import DATA_GATE
+from ml_platform.core.helpers import json_safe
+
+if TYPE_CHECKING:
+    from ml_platform.datasets.training_set import TrainingSetManifest
+    from ml_platform.evaluation.promotion import PromotionDecision
+    from ml_platform.evaluation.report import EvaluationReport
+    from ml_platform.features.materialize import ViewSummary
+    from ml_platform.gates.report import GateReport
+    from ml_platform.lifecycle.records import ModelRecord, PredictionRecord
+    from ml_platform.spec.errors import SpecError
+
+MAX_FAILURES_SHOWN = 20
+
+Metadata = dict[str, Any]
+
+
+def gate_check_result(report: GateReport) -> dg.AssetCheckResult:
+    """A data gate's report as the blocking ``data_quality`` check result.
+
+    Args:
+        report: the gate's report on the asset's data.
+
+    Returns:
+        The check result, with a table of the first failing expectations.
+    """
+    failed = report.failed()
+    table = ["| expectation | observed | unexpected | sample |", "|---|---|---|---|"]
+    for outcome in failed[:MAX_FAILURES_SHOWN]:
+        table.append(
+            f"| {outcome.describe()} | {str(outcome.observed_value)[:80]} | "
+            f"{outcome.unexpected_count if outcome.unexpected_count is not None else ''} | "
+            f"{', '.join(map(str, outcome.sample[:5]))[:80]} |"
+        )
+    return dg.AssetCheckResult(
+        check_name=DATA_GATE,
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=report.summary()[:1000],
+        metadata={
+            "rows": report.rows,
+            "expectations": len(report.outcomes),
+            "failed_expectations": len(failed),
+            "engine": report.engine,
+            "seconds": round(report.seconds, 3),
+            "failures": dg.MetadataValue.md("\n".join(table) if failed else "none"),
+            "outcomes": dg.MetadataValue.json(report.to_metadata()["outcomes"]),
+            **(
+                {"data_docs": dg.MetadataValue.path(report.data_docs_path)}
+                if report.data_docs_path
+                else {}
+            ),
+        },
+    )
+
+
+def evaluation_check_results(report: EvaluationReport) -> list[dg.AssetCheckResult]:
+    """Every evaluation gate's verdict as a blocking check result of ``<model>/evaluation``.
+
+    Args:
+        report: the evaluation report, with its gate results.
+
+    Returns:
+        One check result per gate, its numbers (JSON-safe: NaN becomes ``"nan"``) under
+        ``details``.
+    """
+    return [
+        dg.AssetCheckResult(
+            check_name=gate.name,
+            passed=gate.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=gate.description,
+            metadata={
+                "reason": gate.description,
+                "details": dg.MetadataValue.json(json_safe(gate.metadata)),
+            },
+        )
+        for gate in report.gate_results()
+    ]
+
+
+def slices_markdown(slices: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Per-slice metrics as one markdown table per slice column.
+
+    Args:
+        slices: column -> slice value -> metric name (and ``rows``) -> value.
+
+    Returns:
+        The tables; a metric a slice lacks shows as ``-``.
+    """
+    lines = []
+    for column, values in slices.items():
+        metric_names = sorted({m for metrics in values.values() for m in metrics if m != "rows"})
+        lines.append(f"**{column}**\n")
+        lines.append("| value | rows | " + " | ".join(metric_names) + " |")
+        lines.append("|---" * (len(metric_names) + 2) + "|")
+        for value, metrics in values.items():
+            cells = [f"{metrics[m]:.4f}" if m in metrics else "-" for m in metric_names]
+            lines.append(f"| {value} | {int(metrics.get('rows', 0))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def generated_source_metadata(rows: int, path: str, params: dict[str, Any]) -> Metadata:
+    """A generated source: its row count, file and the generator's parameters."""
+    return {"rows": rows, "path": path, "params": dg.MetadataValue.json(dict(params))}
+
+
+def failed_feature_view_metadata() -> Metadata:
+    """A feature view whose data failed its gate: neither applied nor materialized."""
+    return {"gate": "failed: not applied or materialized"}
+
+
+def feature_view_metadata(summary: ViewSummary) -> Metadata:
+    """A materialized feature view: rows, entities, time range, freshness, online rows."""
+    freshness = summary.freshness()
+    return {
+        "rows": summary.rows,
+        "entities": summary.entities,
+        "first_timestamp": str(summary.first_timestamp),
+        "last_timestamp": str(summary.last_timestamp),
+        "freshness_hours": round(freshness.total_seconds() / 3600, 2) if freshness else None,
+        "online_rows": summary.materialized_rows,
+    }
+
+
+def failed_training_set_metadata(manifest: TrainingSetManifest) -> Metadata:
+    """A training set that failed its data gate: only its snapshot id."""
+    return {"data_snapshot_id": manifest.snapshot_id, "gate": "failed"}
+
+
+def training_set_metadata(manifest: TrainingSetManifest) -> Metadata:
+    """A training set: snapshot id, rows and label mean per split, time ranges, features."""
+    return {
+        "data_snapshot_id": manifest.snapshot_id,
+        "rows": sum(manifest.rows.values()),
+        **{f"rows_{split}": n for split, n in manifest.rows.items()},
+        **{f"label_mean_{split}": v for split, v in manifest.label_balance.items()},
+        "excluded_immature_labels": manifest.excluded_immature_labels,
+        "time_ranges": dg.MetadataValue.json(manifest.time_ranges),
+        "path": manifest.directory,
+        "features": ", ".join(manifest.features),
+    }
+
+
+def model_metadata(record: ModelRecord) -> Metadata:
+    """A trained model: registered version, MLflow run, data snapshot, training figures."""
+    return {
+        "model_version": record.version,
+        "mlflow_run": dg.MetadataValue.url(record.mlflow_run_url),
+        "mlflow_run_id": record.mlflow_run_id,
+        "data_snapshot_id": record.snapshot_id,
+        "code_version": record.code_version,
+        "best_epoch": record.best_epoch,
+        "epochs_run": record.epochs_run,
+        "resumed_from_epoch": record.resumed_from_epoch,
+        "validation_loss": record.validation_loss,
+        "samples_per_second": round(record.samples_per_second),
+        "device": record.device,
+    }
+
+
+def evaluation_metadata(report: EvaluationReport) -> Metadata:
+    """An evaluation: versions compared, every test metric, slice tables, champion's primary."""
+    metadata: Metadata = {
+        "model_version": report.version,
+        "champion_version": report.champion_version,
+        "primary_metric": report.primary_metric,
+        **report.metrics,
+        "slices": dg.MetadataValue.md(slices_markdown(report.slices)),
+    }
+    if report.champion_metrics:
+        metadata["champion_" + report.primary_metric] = report.champion_metrics.get(
+            report.primary_metric
+        )
+    return metadata
+
+
+def champion_metadata(decision: PromotionDecision, champion_version: str | None) -> Metadata:
+    """A promotion decision: whether the alias moved, the champion now, and why."""
+    return {
+        "promoted": decision.promote,
+        "champion_version": champion_version,
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+    }
+
+
+def predictions_metadata(record: PredictionRecord) -> Metadata:
+    """A scoring run: rows scored, by which version, where, on which data snapshot."""
+    return {
+        "rows": record.rows,
+        "model_version": record.model_version,
+        "path": record.path,
+        "data_snapshot_id": record.data_snapshot_id,
+    }
+
+
+def invalid_spec_metadata(error: SpecError) -> Metadata:
+    """A spec file that failed to load: its path and each problem as a markdown list."""
+    return {
+        "spec_file": error.path,
+        "errors": dg.MetadataValue.md("\n".join(f"- {p}" for p in error.problems)),
+    }

@@ -1,0 +1,320 @@
+"""A model's assets: training_set -> model -> evaluation -> champion -> predictions.
+
+One builder per asset. Each body calls one ``ml_platform.lifecycle`` step (imported inside the
+body, so that loading the code location stays fast) and returns the metadata that
+``assets.metadata`` renders from the step's record. The asset group is the model's name.
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from assets.automation import gated_automation
+from assets.keys import (
+    DATA_GATE,
+    DATA_GATE_DESCRIPTION,
+    EVALUATION_GATE_DESCRIPTIONS,
+    feature_key,
+    model_key,
+    source_key,
+)
+from assets.metadata import (
+    champion_metadata,
+    evaluation_check_results,
+    evaluation_metadata,
+    failed_training_set_metadata,
+    gate_check_result,
+    model_metadata,
+    predictions_metadata,
+    training_set_metadata,
+)
+from ml_platform.compute import PROFILE_TAG, load_profiles, op_tags, pool
+from ml_platform.core.settings import deployment
+from ml_platform.evaluation.gates import EVALUATION_GATES
+from ml_platform.spec.catalog import Catalog
+from ml_platform.spec.model import ModelSpec
+from resources import PlatformResource
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Where and how an asset's step runs; the defaults run it anywhere, once."""
+
+    tags: dict[str, str] | None = None
+    op_tags: dict[str, Any] | None = None
+    pool: str | None = None
+    retry_policy: dg.RetryPolicy | None = None
+
+
+def _training_step(model: ModelSpec) -> _Step:
+    """The training step's compute profile: Kubernetes resources, pool, retries."""
+    profile = load_profiles()[model.compute.profile]
+    return _Step(
+        tags={PROFILE_TAG: model.compute.profile},
+        # Step-level Kubernetes settings only reach step pods as op tags (dagster-k8s 0.29).
+        op_tags=op_tags(profile, deployment()),
+        pool=pool(profile),
+        # A preempted or evicted step is retried and resumes from its last checkpoint.
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+    )
+
+
+def _model_asset(
+    model: ModelSpec,
+    asset: str,
+    deps: Sequence[dg.AssetKey],
+    kinds: set[str],
+    check_specs: Sequence[dg.AssetCheckSpec] | None = None,
+    step: _Step | None = None,
+) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
+    """The decorator of one of a model's assets: its key, group, owners and automation.
+
+    Args:
+        model: the model's spec; its name is the asset group.
+        asset: one of ``MODEL_ASSETS``.
+        deps: the upstream asset keys.
+        kinds: the kinds the catalog shows.
+        check_specs: the asset's blocking checks.
+        step: how the asset's step runs (compute profile), for the training step.
+
+    Returns:
+        ``dg.asset`` with those arguments.
+    """
+    step = step or _Step()
+    return dg.asset(
+        key=model_key(model.name, asset),
+        deps=deps,
+        group_name=model.name,
+        owners=[model.owner] if "@" in model.owner else [],
+        kinds=kinds,
+        check_specs=check_specs,
+        automation_condition=gated_automation() if model.retraining.automation else None,
+        tags=step.tags,
+        op_tags=step.op_tags,
+        pool=step.pool,
+        retry_policy=step.retry_policy,
+    )
+
+
+def _step_args(context: AssetExecutionContext, platform: PlatformResource) -> dict[str, Any]:
+    """What every lifecycle step takes: the platform's engines, the run id and a logger.
+
+    TRANSITIONAL: built from the ``platform`` settings bag until the bodies take the typed
+    resources (``storage``, ``registry``, ``audit``) as parameters.
+    """
+    from ml_platform.core.audit import AuditLog
+    from ml_platform.registry.client import ModelRegistry
+
+    settings = platform.settings()
+    return {
+        "settings": settings,
+        "registry": ModelRegistry.for_settings(settings),
+        "audit": AuditLog(settings.audit_url),
+        "dagster_run_id": context.run.run_id,
+        "log": context.log.info,
+    }
+
+
+@contextmanager
+def _data_gate_fails_the_step() -> Iterator[None]:
+    """A failed data gate fails the step for good: retrying cannot fix the data."""
+    from ml_platform.datasets.training_set import DataGateFailed
+
+    try:
+        yield
+    except DataGateFailed as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
+def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
+    """``<model>/training_set``: labels joined with features point-in-time, gated, split by time.
+
+    Args:
+        model: the model's spec.
+        catalog: the loaded specs (the model's resolved features and their repositories).
+
+    Returns:
+        The asset, with its blocking data gate; it depends on the label source and the views.
+    """
+    resolved = catalog.resolved[model.name]
+    key = model_key(model.name, "training_set")
+
+    @_model_asset(
+        model,
+        "training_set",
+        deps=[source_key(model.label.source), *map(feature_key, resolved.feature_views)],
+        kinds={"parquet", "feast"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                DATA_GATE, asset=key, blocking=True, description=DATA_GATE_DESCRIPTION
+            )
+        ],
+    )
+    def training_set(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """Labels joined point-in-time with Feast features, gated, split by time."""
+        from ml_platform.datasets.training_set import build_training_set
+
+        with _data_gate_fails_the_step():
+            manifest, report = build_training_set(model, resolved, catalog, platform.settings())
+        version = dg.DataVersion(manifest.snapshot_id)
+        check = gate_check_result(report)
+        if not report.success:
+            context.log.error(
+                f"training set {manifest.snapshot_id} failed its data gate:\n{report.summary()}"
+            )
+            metadata = failed_training_set_metadata(manifest)
+            return dg.MaterializeResult(
+                metadata=metadata, check_results=[check], data_version=version
+            )
+        context.log.info(f"training set {manifest.snapshot_id}: {manifest.rows}")
+        metadata = training_set_metadata(manifest)
+        return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=version)
+
+    return training_set
+
+
+def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
+    """``<model>/model``: a model trained on the training set, registered as an MLflow version.
+
+    Args:
+        model: the model's spec; its compute profile sets the step's Kubernetes resources.
+        catalog: the loaded specs.
+
+    Returns:
+        The asset; a preempted step is retried and resumes from its last checkpoint.
+    """
+    resolved = catalog.resolved[model.name]
+
+    @_model_asset(
+        model,
+        "model",
+        deps=[model_key(model.name, "training_set")],
+        kinds={"pytorch", "mlflow"},
+        step=_training_step(model),
+    )
+    def trained_model(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """A PyTorch model trained on the training set, registered as a new MLflow version."""
+        from ml_platform.lifecycle.train import train_model
+
+        with _data_gate_fails_the_step():
+            record = train_model(model, resolved, **_step_args(context, platform))
+        return dg.MaterializeResult(metadata=model_metadata(record))
+
+    return trained_model
+
+
+def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
+    """``<model>/evaluation``: test and slice metrics, and the champion's on the same rows.
+
+    Args:
+        model: the model's spec.
+
+    Returns:
+        The asset, with one blocking check per evaluation gate.
+    """
+    key = model_key(model.name, "evaluation")
+
+    @_model_asset(
+        model,
+        "evaluation",
+        deps=[model_key(model.name, "model")],
+        kinds={"mlflow"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                gate, asset=key, blocking=True, description=EVALUATION_GATE_DESCRIPTIONS[gate]
+            )
+            for gate in EVALUATION_GATES
+        ],
+    )
+    def evaluation(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """Test-split metrics, per-slice metrics, and the champion's metrics on the same rows."""
+        from ml_platform.lifecycle.evaluate import evaluate_model
+
+        report = evaluate_model(model, **_step_args(context, platform))
+        return dg.MaterializeResult(
+            metadata=evaluation_metadata(report), check_results=evaluation_check_results(report)
+        )
+
+    return evaluation
+
+
+def build_champion_asset(model: ModelSpec) -> dg.AssetsDefinition:
+    """``<model>/champion``: the MLflow alias, moved only when every gate passed and it is better.
+
+    Args:
+        model: the model's spec.
+
+    Returns:
+        The asset.
+    """
+
+    @_model_asset(model, "champion", deps=[model_key(model.name, "evaluation")], kinds={"mlflow"})
+    def champion(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
+        from ml_platform.lifecycle.promote import promote
+
+        decision, version = promote(model, **_step_args(context, platform))
+        return dg.MaterializeResult(metadata=champion_metadata(decision, version))
+
+    return champion
+
+
+def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
+    """``<model>/predictions``: the newest data scored by the champion.
+
+    Args:
+        model: the model's spec (``scoring.source``, else the label source, is scored).
+        catalog: the loaded specs.
+
+    Returns:
+        The asset; it depends on the champion, the scored source and the model's views.
+    """
+    resolved = catalog.resolved[model.name]
+    scoring_source = model.scoring.source or model.label.source
+
+    @_model_asset(
+        model,
+        "predictions",
+        deps=[
+            model_key(model.name, "champion"),
+            source_key(scoring_source),
+            *map(feature_key, resolved.feature_views),
+        ],
+        kinds={"parquet"},
+    )
+    def predictions(
+        context: AssetExecutionContext, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        """The newest data scored by the champion, with an audit record of what scored what."""
+        from ml_platform.lifecycle.score import score
+
+        record = score(model, resolved, catalog, **_step_args(context, platform))
+        return dg.MaterializeResult(metadata=predictions_metadata(record))
+
+    return predictions
+
+
+def build_model_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
+    """The five assets of every model of the catalog, in ``MODEL_ASSETS`` order per model."""
+    built: list[dg.AssetsDefinition] = []
+    for model in catalog.models.values():
+        built += [
+            build_training_set_asset(model, catalog),
+            build_model_asset(model, catalog),
+            build_evaluation_asset(model),
+            build_champion_asset(model),
+            build_predictions_asset(model, catalog),
+        ]
+    return built

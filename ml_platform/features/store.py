@@ -1,0 +1,166 @@
+"""The Feast feature store on the platform's settings, and feature-repo specs compiled into it.
+
+The offline store defaults to DuckDB (measured in bench/feast_offline_store.py: it keeps every
+entity row and is about 3x faster than the dask ``file`` store at 1M rows).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.spec.features import FeatureRepoSpec
+from ml_platform.spec.values import parse_duration
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+
+def feature_store(settings: PlatformSettings) -> FeatureStore:
+    """A Feast FeatureStore on the platform's registry, offline and online stores.
+
+    Args:
+        settings: the platform settings naming the Feast project, registry and stores; local
+            directories they name are created.
+
+    Returns:
+        The feature store (the registry is read on every call: no cache).
+    """
+    from pathlib import Path
+
+    from feast import FeatureStore
+    from feast.repo_config import RegistryConfig, RepoConfig
+
+    online = dict(settings.feast_online_store)
+    for path in (settings.feast_registry, online.get("path")):
+        if path and "://" not in path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project=settings.feast_project,
+        provider="local",
+        registry=RegistryConfig(path=settings.feast_registry, cache_ttl_seconds=0),
+        offline_store=dict(settings.feast_offline_store),
+        online_store=online,
+        entity_key_serialization_version=3,
+    )
+    return FeatureStore(config=config, repo_path=str(settings.home))
+
+
+def source_path(settings: PlatformSettings, path: str) -> str:
+    """Resolve a source path from a spec: relative paths live under the data root.
+
+    Args:
+        settings: the platform settings (their data root).
+        path: the ``path`` of a source spec: relative, absolute or a URL.
+
+    Returns:
+        The path or URL to read.
+    """
+    return settings.data_path(path)
+
+
+def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> list[Any]:
+    """Compile a feature-repo spec into Feast Entities, FileSources, FeatureViews, services.
+
+    Args:
+        spec: the feature repo.
+        settings: the platform settings, to resolve source paths.
+
+    Returns:
+        Entities, sources, feature views and feature services, in that order (what
+        ``FeatureStore.apply`` takes).
+    """
+    from feast import FeatureService, FeatureView, Field, FileSource
+    from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
+
+    feast_types = {
+        "int64": Int64,
+        "int32": Int32,
+        "float64": Float64,
+        "float32": Float32,
+        "string": String,
+        "bool": Bool,
+        "timestamp": UnixTimestamp,
+    }
+    sources = {
+        s.name: FileSource(
+            name=s.name,
+            path=source_path(settings, s.path),
+            timestamp_field=s.timestamp_field,
+            description=s.description,
+        )
+        for s in spec.sources
+    }
+    source_specs = {s.name: s for s in spec.sources}
+    entity_keys = {e.name: e.join_keys for e in spec.entities}
+    entities = _entities(spec)
+    views: dict[str, Any] = {}
+    for view in spec.feature_views:
+        columns = source_specs[view.source].columns
+        join_keys = [k for e in view.entities for k in entity_keys[e]]
+        views[view.name] = FeatureView(
+            name=view.name,
+            entities=[entities[e] for e in view.entities],
+            ttl=parse_duration(view.ttl),
+            schema=[Field(name=k, dtype=feast_types[columns[k]]) for k in join_keys]
+            + [Field(name=f, dtype=feast_types[columns[f]]) for f in view.features],
+            source=sources[view.source],
+            online=view.online,
+            description=view.description,
+            tags={"feature_repo": spec.name},
+        )
+    services = [
+        FeatureService(
+            name=service.name,
+            features=[views[name] for name in service.feature_views],
+            description=service.description,
+        )
+        for service in spec.feature_services
+    ]
+    return [*entities.values(), *sources.values(), *views.values(), *services]
+
+
+def _entities(spec: FeatureRepoSpec) -> dict[str, Any]:
+    """Feast entities by name; a key's value type comes from the first source declaring it."""
+    from feast import Entity, ValueType
+
+    value_types = {
+        "int64": ValueType.INT64,
+        "int32": ValueType.INT32,
+        "string": ValueType.STRING,
+        "float64": ValueType.DOUBLE,
+        "float32": ValueType.FLOAT,
+        "bool": ValueType.BOOL,
+    }
+    entities: dict[str, Any] = {}
+    for entity in spec.entities:
+        key_type = next(
+            (
+                s.columns[entity.join_keys[0]]
+                for s in spec.sources
+                if entity.join_keys[0] in s.columns
+            ),
+            "int64",
+        )
+        entities[entity.name] = Entity(
+            name=entity.name,
+            join_keys=entity.join_keys,
+            value_type=value_types.get(key_type, ValueType.UNKNOWN),
+            description=entity.description,
+        )
+    return entities
+
+
+def apply_feature_repo(spec: FeatureRepoSpec, settings: PlatformSettings) -> FeatureStore:
+    """Register a feature repo's definitions in the Feast registry (idempotent).
+
+    Args:
+        spec: the feature repo.
+        settings: the platform settings.
+
+    Returns:
+        The feature store the definitions were applied to.
+    """
+    store = feature_store(settings)
+    store.apply(build_feast_objects(spec, settings))
+    return store

@@ -1,0 +1,344 @@
+"""Train: fit the spec's flavor on the current training set, log the MLflow run, register it.
+
+The flavor (``spec.model.flavor``: torch or xgboost) fits the model; a torch model whose compute
+profile has several visible GPUs trains in torchrun processes with DDP instead
+(``ml_platform.training.distributed``). Either way the result is a ``FitResult`` whose model is a
+``FittedModel``, logged and registered the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ml_platform.compute import ComputeProfile, load_profiles
+from ml_platform.core import storage
+from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings
+from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
+from ml_platform.lifecycle.records import Log, ModelRecord, model_root
+from ml_platform.registry.client import ModelRegistry, TrainingRun
+from ml_platform.registry.code_version import code_version
+from ml_platform.registry.tags import (
+    TAG_CODE_VERSION,
+    TAG_DAGSTER_RUN,
+    TAG_FEATURE_REFS,
+    TAG_MODEL,
+    TAG_OWNER,
+    TAG_PROFILE,
+    TAG_SNAPSHOT,
+)
+from ml_platform.spec.catalog import ResolvedFeatures
+from ml_platform.spec.model import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_platform.training.config import TrainingConfig
+    from ml_platform.training.flavors.base import FitResult
+    from ml_platform.training.schema import FeatureSchema
+    from ml_platform.training.trainer import TrainResult
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def feature_schema(spec: ModelSpec, resolved: ResolvedFeatures) -> FeatureSchema:
+    """The model's columns and task: what every flavor trains on.
+
+    Args:
+        spec: The model spec (label column and task).
+        resolved: The model's resolved features (inputs and which of them are categorical).
+
+    Returns:
+        The numeric and categorical input columns, the label and the task.
+    """
+    from ml_platform.training.schema import FeatureSchema
+
+    categorical = tuple(resolved.categorical)
+    numeric = tuple(c for c in resolved.model_inputs if c not in categorical)
+    return FeatureSchema(
+        numeric=numeric, categorical=categorical, label=spec.label.column, task=spec.task
+    )
+
+
+def training_params(spec: ModelSpec) -> dict[str, Any]:
+    """Everything that, with the data snapshot and code version, determines the model.
+
+    These are the MLflow run's params and key the checkpoint directory, so a change to any of
+    them trains from scratch.
+
+    Args:
+        spec: The model spec.
+
+    Returns:
+        Flat param name to value: task, flavor, architecture, ``model.*``, ``training.*``, the
+        compute profile and the split fractions.
+    """
+    return {
+        "task": spec.task,
+        "flavor": spec.model.flavor,
+        "architecture": spec.model.architecture,
+        **{f"model.{k}": v for k, v in sorted(spec.model.params.items())},
+        **{f"training.{k}": v for k, v in spec.training.model_dump().items()},
+        "compute.profile": spec.compute.profile,
+        "split.validation_fraction": spec.split.validation_fraction,
+        "split.test_fraction": spec.split.test_fraction,
+    }
+
+
+def training_config(
+    spec: ModelSpec, train: pd.DataFrame, profile: ComputeProfile
+) -> TrainingConfig:
+    """The flavor's training settings: the spec's ``training`` section on the profile's device.
+
+    Args:
+        spec: The model spec.
+        train: The training split (a ``balanced`` class weight is computed from its labels).
+        profile: The compute profile; with a GPU the device is ``auto`` (CUDA when visible).
+
+    Returns:
+        The training config.
+    """
+    from ml_platform.training.config import TrainingConfig
+
+    return TrainingConfig(
+        epochs=spec.training.epochs,
+        batch_size=spec.training.batch_size,
+        learning_rate=spec.training.learning_rate,
+        weight_decay=spec.training.weight_decay,
+        early_stopping_patience=spec.training.early_stopping_patience,
+        seed=spec.training.seed,
+        device="auto" if profile.uses_gpu else "cpu",
+        precision=spec.training.precision,
+        compile=spec.training.compile,
+        positive_class_weight=_positive_class_weight(spec, train),
+    )
+
+
+def _positive_class_weight(spec: ModelSpec, train: pd.DataFrame) -> float | None:
+    weight = spec.training.positive_class_weight
+    if weight != "balanced":
+        return weight
+    positives = float(train[spec.label.column].sum())
+    negatives = float(len(train) - positives)
+    return negatives / positives if positives > 0 else None
+
+
+def _checkpoint_dir(
+    settings: PlatformSettings, model: str, snapshot: str, params: dict[str, Any]
+) -> str:
+    """A directory keyed by data snapshot and params: a retried step finds its checkpoint."""
+    key = hashlib.sha256(
+        json.dumps([snapshot, params], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return f"{settings.checkpoint_root}/{model}/{key}"
+
+
+def _run_tags(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    snapshot: str,
+    version_code: str,
+    dagster_run_id: str | None,
+    parent_run_id: str | None,
+) -> dict[str, str]:
+    """The training run's tags: what makes the version reproducible, and its parent run."""
+    tags = {
+        TAG_DAGSTER_RUN: dagster_run_id or "",
+        TAG_CODE_VERSION: version_code,
+        TAG_SNAPSHOT: snapshot,
+        TAG_PROFILE: spec.compute.profile,
+        TAG_MODEL: spec.name,
+        TAG_OWNER: spec.owner,
+        # Lets a later evaluation join this version's features for rows built for another model.
+        TAG_FEATURE_REFS: json.dumps(resolved.feature_refs),
+    }
+    if parent_run_id:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    return tags
+
+
+def _fit(
+    spec: ModelSpec,
+    schema: FeatureSchema,
+    manifest: TrainingSetManifest,
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+    config: TrainingConfig,
+    profile: ComputeProfile,
+    checkpoint_dir: str,
+    run: TrainingRun,
+    log: Log,
+) -> FitResult:
+    """Fit with the spec's flavor; torch on several visible GPUs goes through torchrun."""
+    from ml_platform.training.flavors.registry import get_flavor
+
+    if spec.model.flavor == "torch" and profile.uses_gpu:
+        from ml_platform.training.distributed import nproc_for
+
+        nproc = nproc_for(profile.gpu_count)
+        if nproc > 1:
+            return _fit_with_torchrun(
+                spec, schema, manifest, config, nproc, checkpoint_dir, run, log
+            )
+    train, validation = frames
+    return get_flavor(spec.model.flavor).fit(
+        train,
+        validation,
+        schema,
+        dict(spec.model.params),
+        config,
+        architecture=spec.model.architecture,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch_end=run.log_epoch,
+        log=log,
+    )
+
+
+def _fit_with_torchrun(
+    spec: ModelSpec,
+    schema: FeatureSchema,
+    manifest: TrainingSetManifest,
+    config: TrainingConfig,
+    nproc: int,
+    checkpoint_dir: str,
+    run: TrainingRun,
+    log: Log,
+) -> FitResult:
+    """Several GPUs on one pod: torchrun workers train with DDP; rank 0 writes the model."""
+    import tempfile
+
+    from ml_platform.training.distributed import train_with_torchrun
+
+    log(f"training with DDP on {nproc} GPUs (torchrun)")
+    with tempfile.TemporaryDirectory() as output_dir:
+        result = train_with_torchrun(
+            manifest.split_path("train"),
+            manifest.split_path("validation"),
+            schema,
+            spec.model.architecture,
+            dict(spec.model.params),
+            config,
+            nproc=nproc,
+            output_dir=output_dir,
+            checkpoint_dir=checkpoint_dir,
+            log=log,
+            on_epoch_end=run.log_epoch,
+        )
+    return _as_fit_result(result)
+
+
+def _as_fit_result(result: TrainResult) -> FitResult:
+    """The torch trainer's result as the flavor protocol's, its model a ``TorchModel``."""
+    from ml_platform.training.flavors.base import FitResult
+    from ml_platform.training.flavors.torch import TorchModel
+
+    facts = {item.name: getattr(result, item.name) for item in fields(FitResult)}
+    return FitResult(**{**facts, "model": TorchModel.of(result.model)})
+
+
+def _log_summary(run: TrainingRun, result: FitResult, log: Log) -> float:
+    """Log the fit's summary metrics to the run; returns the best epoch's validation loss."""
+    best = result.history[result.best_epoch - 1] if result.history else {}
+    validation_loss = float(best.get("validation_loss", float("nan")))
+    run.log_metrics(
+        {
+            "best_epoch": result.best_epoch,
+            "samples_per_second": result.samples_per_second,
+            "best_validation_loss": validation_loss,
+        },
+        step=result.epochs_run,
+    )
+    if result.resumed_from_epoch is not None:
+        log(f"resumed from checkpoint at epoch {result.resumed_from_epoch}")
+    return validation_loss
+
+
+def train_model(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    *,
+    settings: PlatformSettings,
+    registry: ModelRegistry,
+    audit: AuditLog,
+    dagster_run_id: str | None = None,
+    parent_run_id: str | None = None,
+    log: Log = _LOGGER.info,
+) -> ModelRecord:
+    """Train on the current training set, log the MLflow run and register a new version.
+
+    Checkpoints go to a directory keyed by data snapshot and parameters, so a retried step
+    (preemption, eviction, kill) resumes from the last finished epoch. The version is registered
+    only after training completed, so no partial model is ever registered.
+
+    Args:
+        spec: The model spec; ``model.flavor`` chooses the flavor that fits it.
+        resolved: The model's resolved features.
+        settings: The platform settings (training set, checkpoints, pointers).
+        registry: The MLflow backend the run and the version go to.
+        audit: The audit log that records the training.
+        dagster_run_id: The Dagster run training the model, tagged on the MLflow run.
+        parent_run_id: The MLflow run of the Dagster run (``MlflowTrackingResource``); the
+            training run is nested under it.
+        log: Receives progress lines.
+
+    Returns:
+        The record of the registered version (also written as the model's current pointer).
+
+    Raises:
+        FileNotFoundError: The model has no training set.
+        TrainingDataError: The data cannot be trained on.
+        ModelArchitectureError: The model params do not fit the flavor or architecture.
+        TrainingDivergedError: The validation loss became NaN or infinite.
+    """
+    manifest = current_training_set(settings, spec.name)
+    frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
+    params = training_params(spec)
+    profile = load_profiles()[spec.compute.profile]
+    config = training_config(spec, frames[0], profile)
+    checkpoint_dir = _checkpoint_dir(settings, spec.name, manifest.snapshot_id, params)
+    version_code = code_version()
+    tags = _run_tags(
+        spec, resolved, manifest.snapshot_id, version_code, dagster_run_id, parent_run_id
+    )
+    with registry.start_training_run(spec.name, params, tags) as run:
+        log(f"MLflow run {run.run_id}: {run.url}")
+        schema = feature_schema(spec, resolved)
+        result = _fit(spec, schema, manifest, frames, config, profile, checkpoint_dir, run, log)
+        validation_loss = _log_summary(run, result, log)
+        inputs = frames[0].loc[:, resolved.model_inputs]
+        version = registry.log_model_version(run, result.model, spec.name, inputs)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    record = ModelRecord(
+        model=spec.name,
+        version=version,
+        mlflow_run_id=run.run_id,
+        mlflow_run_url=run.url,
+        snapshot_id=manifest.snapshot_id,
+        code_version=version_code,
+        flavor=result.model.flavor,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        resumed_from_epoch=result.resumed_from_epoch,
+        samples_per_second=result.samples_per_second,
+        device=result.device,
+        validation_loss=validation_loss,
+        trained_at=datetime.now(UTC).isoformat(),
+    )
+    storage.write_pointer(model_root(settings, spec.name, "model"), record.to_dict())
+    audit.record(
+        spec.name,
+        "trained",
+        model_version=version,
+        data_snapshot_id=manifest.snapshot_id,
+        dagster_run_id=dagster_run_id,
+        rows=manifest.rows["train"],
+        details={"mlflow_run_id": run.run_id, "code_version": version_code},
+    )
+    return record

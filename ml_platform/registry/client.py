@@ -1,0 +1,445 @@
+"""MLflow tracking and model registry: runs, model versions, the ``champion`` alias.
+
+``ModelRegistry`` is the one place the platform calls MLflow. It is built from the backend's URIs
+(``ModelRegistry.for_settings``) and creates one ``MlflowClient`` on first use, so a step builds
+one registry and makes all its calls through it. Each training is an MLflow run in the experiment
+named after the model; the run carries the tags that make the version reproducible (see
+``ml_platform.registry.tags``). Models are logged as MLflow "model from code"
+(``ml_platform.registry.pyfunc``) and loaded back through their flavor: nothing is pickled.
+
+MLflow's fluent API keeps its URIs in process globals and exports them to the environment; the
+one call that needs it (``mlflow.pyfunc.log_model``) runs inside ``mlflow_uris``, which restores
+both afterwards. MLflow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_platform.core.helpers import unknown
+from ml_platform.registry.tags import (
+    CHAMPION_ALIAS,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_RUN_NAME,
+    TAG_CODE_VERSION,
+    TAG_DAGSTER_RUN,
+    TAG_MLFLOW_RUN_ID,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from ml_platform.core.settings import PlatformSettings
+    from ml_platform.training.flavors.base import FittedModel
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
+DEFAULT_UI_URL = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
+
+# The packages a version's serving environment needs, per flavor; pinned to the versions that
+# wrote the model files. Every flavor also needs COMMON_PACKAGES.
+FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch", "safetensors"),
+    "xgboost": ("xgboost",),
+}
+COMMON_PACKAGES = ("pandas", "numpy")
+
+# The environment variables MLflow's set_tracking_uri / set_registry_uri export.
+_EXPORTED = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextmanager
+def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``mlflow.pyfunc.log_model``) at a backend.
+
+    On exit, MLflow's previous URIs (including "never set") and the ``MLFLOW_TRACKING_URI`` /
+    ``MLFLOW_REGISTRY_URI`` environment variables are restored exactly: the environment is where
+    ``PlatformSettings`` reads the user's own configuration, so a URI leaked there would become
+    the next settings' backend.
+
+    Args:
+        tracking_uri: The MLflow tracking URI to use inside the block.
+        registry_uri: The MLflow model registry URI to use inside the block.
+
+    Yields:
+        Nothing; the block runs with the URIs set.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    environment = {name: os.environ.get(name) for name in _EXPORTED}
+    # The raw globals, not get_tracking_uri(): that resolves a default we must not pin.
+    previous_tracking = tracking_utils._tracking_uri
+    previous_registry = registry_utils._registry_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)  # pyright: ignore[reportArgumentType]
+        registry_utils._registry_uri = previous_registry
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def pip_requirements(flavor: str) -> list[str]:
+    """The pip requirements of a model of ``flavor``, pinned to the installed versions.
+
+    Args:
+        flavor: The fitted model's flavor (``torch``, ``xgboost``).
+
+    Returns:
+        ``<package>==<version>`` for each of the flavor's packages (local version labels such as
+        ``+cu121`` dropped), then the unpinned common packages.
+
+    Raises:
+        ValueError: ``flavor`` is not a known flavor.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    if flavor not in FLAVOR_PACKAGES:
+        raise ValueError(unknown("model flavor", flavor, FLAVOR_PACKAGES))
+    requirements = []
+    for package in FLAVOR_PACKAGES[flavor]:
+        try:
+            requirements.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            requirements.append(package)
+    return [*requirements, *COMMON_PACKAGES]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """An active MLflow run for one training.
+
+    Attributes:
+        registry: The registry the run was started in.
+        run_id: The MLflow run id.
+        experiment_id: The id of the model's experiment.
+    """
+
+    registry: ModelRegistry
+    run_id: str
+    experiment_id: str
+
+    @property
+    def url(self) -> str:
+        """A link to the run in the MLflow UI."""
+        return self.registry.run_url(self.experiment_id, self.run_id)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Log one epoch's metrics in one request, skipping non-finite and non-numeric values.
+
+        Args:
+            epoch: The epoch number, logged as the metrics' step.
+            metrics: Metric name to value; an ``epoch`` entry is skipped.
+        """
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key=name, value=float(value), timestamp=now, step=epoch)
+            for name, value in metrics.items()
+            if name != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)
+        ]
+        self.registry.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log metrics at ``step`` (see ``log_epoch``).
+
+        Args:
+            metrics: Metric name to value.
+            step: The step to log them at.
+        """
+        self.log_epoch(step, metrics)
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """The platform's MLflow backend: experiments, runs, registered versions and their tags.
+
+    Cheap to build; the ``MlflowClient`` is created on first use and reused for every call.
+
+    Attributes:
+        tracking_uri: The MLflow tracking URI.
+        artifact_root: Where new experiments store artifacts (``<artifact_root>/<experiment>``).
+        registry_uri: The MLflow model registry URI; empty means the tracking URI.
+        ui_url: Base URL of the MLflow UI for run links; empty means ``MLFLOW_UI_URL`` or
+            the ``make mlflow`` address.
+    """
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: str = ""
+    ui_url: str = ""
+
+    @classmethod
+    def for_settings(cls, settings: PlatformSettings) -> ModelRegistry:
+        """The registry on the platform's MLflow backend (tracking and registry on one URI).
+
+        Args:
+            settings: The platform settings.
+
+        Returns:
+            A registry for ``settings.mlflow_tracking_uri``.
+        """
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            registry_uri=settings.mlflow_tracking_uri,
+        )
+
+    @property
+    def model_registry_uri(self) -> str:
+        """The registry URI in use: ``registry_uri``, else the tracking URI."""
+        return self.registry_uri or self.tracking_uri
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client on this backend, created once."""
+        import mlflow
+
+        return mlflow.MlflowClient(self.tracking_uri, self.model_registry_uri)
+
+    @contextmanager
+    def fluent(self) -> Iterator[None]:
+        """Point MLflow's fluent API at this backend for the block (see ``mlflow_uris``).
+
+        Yields:
+            Nothing; the block runs with MLflow's URIs set to this backend.
+        """
+        with mlflow_uris(self.tracking_uri, self.model_registry_uri):
+            yield
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created with the platform's artifact root if missing.
+
+        Args:
+            name: The experiment name (the model name).
+
+        Returns:
+            The experiment id.
+        """
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(
+            name, artifact_location=f"{self.artifact_root.rstrip('/')}/{name}"
+        )
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """A link to a run in the MLflow UI.
+
+        Args:
+            experiment_id: The run's experiment id.
+            run_id: The run id.
+
+        Returns:
+            ``<ui>/#/experiments/<experiment_id>/runs/<run_id>``.
+        """
+        base = (self.ui_url or os.environ.get("MLFLOW_UI_URL", DEFAULT_UI_URL)).rstrip("/")
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    @contextmanager
+    def start_training_run(
+        self, model_name: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> Iterator[TrainingRun]:
+        """Start an MLflow run in the model's experiment; it ends FAILED if the body raises.
+
+        Args:
+            model_name: The model name, also the experiment name.
+            params: The run's parameters (values are logged as strings, at most 6000 chars).
+            tags: The run's tags (see ``ml_platform.registry.tags``).
+
+        Yields:
+            The running ``TrainingRun``; it ends FINISHED when the block completes.
+        """
+        from mlflow.entities import Param, RunTag
+
+        experiment_id = self.ensure_experiment(model_name)
+        run_name = f"{model_name}-{tags.get(TAG_DAGSTER_RUN, 'local')[:8]}"
+        run = self.client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: run_name, **tags})
+        run_id = run.info.run_id
+        self.client.log_batch(
+            run_id,
+            params=[Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())],
+            tags=[RunTag(MLFLOW_GIT_COMMIT, tags.get(TAG_CODE_VERSION, ""))],
+            synchronous=True,
+        )
+        try:
+            yield TrainingRun(registry=self, run_id=run_id, experiment_id=experiment_id)
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_model_version(
+        self,
+        run: TrainingRun,
+        model: FittedModel,
+        model_name: str,
+        input_example: pd.DataFrame,
+    ) -> str:
+        """Log the model in its flavor's own formats, served by model code; register a version.
+
+        Args:
+            run: The active training run the model comes from.
+            model: The fitted model, of any flavor.
+            model_name: The registered model to add a version to.
+            input_example: Model input rows; the first five define the signature.
+
+        Returns:
+            The new version number of registered model ``model_name``.
+
+        Raises:
+            RuntimeError: MLflow did not register a version.
+        """
+        import mlflow
+        import mlflow.pyfunc
+        from mlflow.models import infer_signature
+
+        example = input_example.head(5).reset_index(drop=True)
+        # Integer features may be missing when scored (the model imputes them): declare them as
+        # doubles so MLflow's schema enforcement accepts NaN.
+        example = example.astype(
+            {c: "float64" for c in example.columns if example[c].dtype.kind in "iu"}
+        )
+        signature = infer_signature(example, model.predict(example))
+        with tempfile.TemporaryDirectory() as directory:
+            model_dir = Path(directory) / "model"
+            model.save(model_dir)
+            # log_model has no client form: it logs to the fluent API's active run.
+            with self.fluent(), mlflow.start_run(run_id=run.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"model": str(model_dir)},
+                    signature=signature,
+                    pip_requirements=pip_requirements(model.flavor),
+                    registered_model_name=model_name,
+                    await_registration_for=60,
+                )
+        version = str(info.registered_model_version or "")
+        if not version:
+            raise RuntimeError(f"MLflow did not register a version of '{model_name}'")
+        self.client.set_model_version_tag(model_name, version, TAG_MLFLOW_RUN_ID, run.run_id)
+        return version
+
+    def log_evaluation(
+        self, run_id: str, metrics: dict[str, float], report: dict[str, Any]
+    ) -> None:
+        """Add an evaluation to the training run: ``test_<metric>`` metrics and the report.
+
+        Args:
+            run_id: The training run of the evaluated version.
+            metrics: Test-split metrics; NaN values are skipped.
+            report: The evaluation report, stored as ``evaluation/report.json``.
+        """
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key=f"test_{name}", value=float(value), timestamp=now, step=0)
+            for name, value in metrics.items()
+            if value == value
+        ]
+        self.client.log_batch(run_id, metrics=batch, synchronous=True)
+        self.client.log_dict(run_id, report, "evaluation/report.json")
+
+    def champion_version(self, model_name: str) -> str | None:
+        """The version the ``champion`` alias points at.
+
+        Args:
+            model_name: The registered model.
+
+        Returns:
+            The version, or None when the model or the alias does not exist.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
+        except MlflowException:
+            return None
+
+    def set_champion(self, model_name: str, version: str) -> None:
+        """Point the ``champion`` alias at ``version``.
+
+        Args:
+            model_name: The registered model.
+            version: The version to make champion.
+        """
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+
+    def version_tags(self, model_name: str, version: str) -> dict[str, str]:
+        """Tags of a model version and of the run that produced it.
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+
+        Returns:
+            The run's tags updated with the version's own (the version's win on a clash).
+        """
+        model_version = self.client.get_model_version(model_name, version)
+        run_id = model_version.run_id
+        run_tags = self.client.get_run(run_id).data.tags if run_id else {}
+        return {**run_tags, **model_version.tags}
+
+    def tag_version(self, model_name: str, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a model version (values are truncated to 5000 characters).
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+            tags: Tag name to value.
+        """
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, version, key, str(value)[:5000])
+
+    def load_model(self, model_name: str, version: str) -> FittedModel:
+        """Download a registered version and rebuild it through its flavor (no pickle is loaded).
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+
+        Returns:
+            The fitted model.
+        """
+        import mlflow.artifacts
+
+        from ml_platform.training.flavors.registry import load_fitted
+
+        # Not a models:/ URI: MLflow resolves those through its global registry URI.
+        location = self.client.get_model_version_download_uri(model_name, version)
+        with tempfile.TemporaryDirectory() as directory:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=directory, tracking_uri=self.tracking_uri
+            )
+            return load_fitted(Path(local) / "artifacts" / "model")
+
+    def registered_versions(self, model_name: str) -> list[str]:
+        """The registered versions of a model.
+
+        Args:
+            model_name: The registered model.
+
+        Returns:
+            Version numbers in ascending order; empty when the model has none.
+        """
+        versions = self.client.search_model_versions(f"name='{model_name}'")
+        return sorted((str(v.version) for v in versions), key=int)

@@ -1,0 +1,43 @@
+"""Names the platform writes to MLflow: run and version tags, and the ``champion`` alias.
+
+Run tags make a version reproducible (code version, data snapshot, compute profile, Dagster run);
+version tags record what happened to it afterwards (gates, promotion, overrides).
+"""
+
+from __future__ import annotations
+
+CHAMPION_ALIAS = "champion"
+
+# Run tags, set when the training run starts.
+TAG_DAGSTER_RUN = "dagster_run_id"  # the tag dagster-mlflow uses, so its tooling finds our runs
+TAG_CODE_VERSION = "ml_platform.code_version"
+TAG_SNAPSHOT = "ml_platform.data_snapshot_id"
+TAG_PROFILE = "ml_platform.compute_profile"
+TAG_FEATURE_REFS = "ml_platform.feature_refs"
+TAG_MODEL = "ml_platform.model"
+TAG_OWNER = "ml_platform.owner"
+
+# MLflow's own run tags that the platform fills in.
+MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+
+# Version tags, set after registration.
+TAG_MLFLOW_RUN_ID = "mlflow_run_id"
+TAG_PROMOTION = "ml_platform.promotion"
+TAG_PROMOTION_REASON = "ml_platform.promotion_reason"
+TAG_GATE_PREFIX = "ml_platform.gate."
+TAG_OVERRIDE_REASON = "ml_platform.override_reason"
+TAG_OVERRIDE_BY = "ml_platform.override_by"
+TAG_OVERRIDE_RUN = "ml_platform.override_run"
+
+
+def gate_tag(gate: str) -> str:
+    """The version tag holding the verdict of evaluation gate ``gate``.
+
+    Args:
+        gate: The gate's name, e.g. ``min_roc_auc``.
+
+    Returns:
+        ``ml_platform.gate.<gate>``.
+    """
+    return f"{TAG_GATE_PREFIX}{gate}"

@@ -1,0 +1,199 @@
+"""Model specs (``kind: model``): one model's features, label, task, flavor, training and policy.
+
+Each section of the YAML file is one class here; every section but ``features`` and ``label``
+has defaults. References to other specs (feature views, sources, columns) are checked later,
+against the whole catalog, by ``ml_platform.spec.catalog.resolve_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ml_platform.compute import load_profiles
+from ml_platform.core.helpers import unknown
+from ml_platform.core.tasks import DEFAULT_PRIMARY_METRIC, LOWER_IS_BETTER, Metric, Task
+from ml_platform.gates.spec import DataGateSpec
+from ml_platform.spec.values import Duration, Name, StrictSpec
+
+
+class FeatureSelection(StrictSpec):
+    """The model's inputs: a feature service, feature views, and label-source columns."""
+
+    service: Name | None = None
+    # ``view`` (all its features) or ``view:feature``.
+    views: list[str] = Field(default_factory=list)
+    request: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FeatureSelection:
+        if not self.service and not self.views and not self.request:
+            raise ValueError(
+                "declare at least one of features.service, features.views or features.request"
+            )
+        return self
+
+
+class LabelSpec(StrictSpec):
+    """Where the labels are: a source, its label column and when each label became known."""
+
+    source: Name
+    column: str
+    timestamp_column: str | None = None
+    available_at_column: str | None = None
+    entity_columns: list[str] | None = None
+
+
+class SplitSpec(StrictSpec):
+    """How the training set is split: by time, with these validation and test fractions."""
+
+    method: Literal["time"] = "time"
+    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+
+
+class ArchitectureSpec(StrictSpec):
+    """The ``model`` section: the flavor that trains it, its architecture and its parameters.
+
+    ``params`` are checked per flavor when the catalog resolves the model
+    (``ml_platform.training.flavors.params.validate_params``).
+    """
+
+    flavor: Literal["torch", "xgboost"] = "torch"
+    architecture: str = Field(default="mlp", pattern=r"^(mlp|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingSpec(StrictSpec):
+    """Optimisation settings: epochs, batch size, learning rate, precision, early stopping."""
+
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=4096, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.0, ge=0)
+    early_stopping_patience: int = Field(default=3, ge=1)
+    seed: int = 7
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    positive_class_weight: float | Literal["balanced"] | None = None
+
+
+class ComputeSpec(StrictSpec):
+    """The compute profile the model trains on (built-in or from the deployment's profiles)."""
+
+    profile: str = "cpu-small"
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        profiles = load_profiles()  # built-in plus the deployment's ML_PLATFORM_COMPUTE_PROFILES
+        if value not in profiles:
+            raise ValueError(unknown("compute profile", value, profiles))
+        return value
+
+
+class EvaluationSpec(StrictSpec):
+    """How a model version is evaluated: threshold, primary metric and slice columns."""
+
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    primary_metric: Metric | None = None
+    slices: list[str] = Field(default_factory=list)
+    min_slice_rows: int = Field(default=30, ge=1)
+
+
+class SliceGateSpec(StrictSpec):
+    """Blocking gates on one slice column: per-slice minimums and the largest disparity."""
+
+    column: str
+    min: dict[Metric, float] = Field(default_factory=dict)
+    max_disparity: dict[Metric, float] = Field(default_factory=dict)
+
+
+class EvaluationGateSpec(StrictSpec):
+    """Blocking evaluation gates: a version failing any of them is registered, never promoted."""
+
+    min: dict[Metric, float] = Field(default_factory=dict)
+    max: dict[Metric, float] = Field(default_factory=dict)
+    # How much worse than the champion, on the same test rows, the challenger may be.
+    max_regression: dict[Metric, float] = Field(default_factory=dict)
+    slices: list[SliceGateSpec] = Field(default_factory=list)
+    max_latency_ms_per_1k_rows: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _directions(self) -> EvaluationGateSpec:
+        for metric in self.min:
+            if metric in LOWER_IS_BETTER:
+                raise ValueError(f"min.{metric}: lower is better for {metric}; use max.{metric}")
+        for metric in self.max:
+            if metric not in LOWER_IS_BETTER:
+                raise ValueError(f"max.{metric}: higher is better for {metric}; use min.{metric}")
+        for metric, value in self.max_regression.items():
+            if value < 0:
+                raise ValueError(f"max_regression.{metric}: must be >= 0, got {value}")
+        return self
+
+
+class GatesSpec(StrictSpec):
+    """The model's blocking gates: on its training data and on its evaluation."""
+
+    data: DataGateSpec = Field(default_factory=DataGateSpec)
+    evaluation: EvaluationGateSpec = Field(default_factory=EvaluationGateSpec)
+
+
+class PromotionSpec(StrictSpec):
+    """When a challenger that passed its gates replaces the champion."""
+
+    # The challenger must beat the champion on evaluation.primary_metric by at least this much.
+    min_improvement: float = Field(default=0.0, ge=0)
+
+
+class ScoringSpec(StrictSpec):
+    """Batch scoring: the source to score (default: the label source) and its recent window."""
+
+    source: Name | None = None
+    window: Duration = "7d"
+
+
+class RetrainingSpec(StrictSpec):
+    """When the model retrains: a cron schedule and/or declarative automation."""
+
+    schedule: str | None = "0 3 * * 1"
+    timezone: str = "UTC"
+    # Declarative automation: rebuild the model's graph when its data changes, never past a
+    # failed blocking check.
+    automation: bool = False
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"'{value}' is not a 5-field cron expression, e.g. '0 3 * * 1'")
+        return value
+
+
+class ModelSpec(StrictSpec):
+    """A ``kind: model`` file: everything the platform needs to train, gate and serve a model."""
+
+    kind: Literal["model"]
+    name: Name
+    owner: str = Field(min_length=1)
+    description: str = ""
+    task: Task
+    features: FeatureSelection
+    label: LabelSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
+
+    @property
+    def primary_metric(self) -> str:
+        """``evaluation.primary_metric``, or the task's default (roc_auc, macro_f1, rmse)."""
+        return self.evaluation.primary_metric or DEFAULT_PRIMARY_METRIC[self.task]
