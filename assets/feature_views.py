@@ -8,7 +8,7 @@ from assets.keys import DATA_GATE, DATA_GATE_DESCRIPTION, FEATURES_GROUP, featur
 from assets.metadata import failed_feature_view_metadata, feature_view_metadata, gate_check_result
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.features import FeatureRepoSpec, FeatureViewSpec
-from resources import PlatformResource
+from resources import FeatureStoreResource, StorageResource
 
 
 def build_feature_view(
@@ -42,12 +42,14 @@ def build_feature_view(
         metadata={"feature_repo": repo.name, "ttl": view.ttl, "features": ", ".join(view.features)},
     )
     def feature_view(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        feature_store: FeatureStoreResource,
     ) -> dg.MaterializeResult:
         """Gate the view's data, apply the Feast definitions, materialize it online."""
         from ml_platform.features.materialize import materialize_feature_view
 
-        summary, report = materialize_feature_view(repo, view.name, platform.settings())
+        summary, report = materialize_feature_view(repo, view.name, feature_store.settings(storage))
         check = gate_check_result(report)
         if summary is None:
             context.log.error(report.summary())

@@ -20,7 +20,8 @@ from assets.keys import (
     source_key,
     training_job_name,
 )
-from ml_platform.compute import load_profiles, run_tags
+from ml_platform.compute.kubernetes import run_tags
+from ml_platform.compute.profiles import load_profiles
 from ml_platform.spec.catalog import Catalog
 
 if TYPE_CHECKING:

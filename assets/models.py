@@ -32,12 +32,19 @@ from assets.metadata import (
     predictions_metadata,
     training_set_metadata,
 )
-from ml_platform.compute import PROFILE_TAG, load_profiles, op_tags, pool
-from ml_platform.core.settings import deployment
+from ml_platform.compute.kubernetes import PROFILE_TAG, op_tags, pool
+from ml_platform.compute.profiles import load_profiles
+from ml_platform.core.settings import PlatformSettings, deployment
 from ml_platform.evaluation.gates import EVALUATION_GATES
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.model import ModelSpec
-from resources import PlatformResource
+from resources import (
+    AuditLogResource,
+    FeatureStoreResource,
+    MlflowTrackingResource,
+    ModelRegistryResource,
+    StorageResource,
+)
 
 
 @dataclass(frozen=True)
@@ -100,20 +107,17 @@ def _model_asset(
     )
 
 
-def _step_args(context: AssetExecutionContext, platform: PlatformResource) -> dict[str, Any]:
-    """What every lifecycle step takes: the platform's engines, the run id and a logger.
-
-    TRANSITIONAL: built from the ``platform`` settings bag until the bodies take the typed
-    resources (``storage``, ``registry``, ``audit``) as parameters.
-    """
-    from ml_platform.core.audit import AuditLog
-    from ml_platform.registry.client import ModelRegistry
-
-    settings = platform.settings()
+def _step_args(
+    context: AssetExecutionContext,
+    settings: PlatformSettings,
+    registry: ModelRegistryResource,
+    audit: AuditLogResource,
+) -> dict[str, Any]:
+    """What every lifecycle step takes: locations, the MLflow registry, the audit log, the run."""
     return {
         "settings": settings,
-        "registry": ModelRegistry.for_settings(settings),
-        "audit": AuditLog(settings.audit_url),
+        "registry": registry.registry(),
+        "audit": audit.audit_log(),
         "dagster_run_id": context.run.run_id,
         "log": context.log.info,
     }
@@ -155,13 +159,16 @@ def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
         ],
     )
     def training_set(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        feature_store: FeatureStoreResource,
     ) -> dg.MaterializeResult:
         """Labels joined point-in-time with Feast features, gated, split by time."""
         from ml_platform.datasets.training_set import build_training_set
 
+        settings = feature_store.settings(storage)
         with _data_gate_fails_the_step():
-            manifest, report = build_training_set(model, resolved, catalog, platform.settings())
+            manifest, report = build_training_set(model, resolved, catalog, settings)
         version = dg.DataVersion(manifest.snapshot_id)
         check = gate_check_result(report)
         if not report.success:
@@ -195,17 +202,27 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
         model,
         "model",
         deps=[model_key(model.name, "training_set")],
-        kinds={"pytorch", "mlflow"},
+        # The flavor's kind gives the catalog its icon: "pytorch" or "xgboost".
+        kinds={"pytorch" if model.model.flavor == "torch" else model.model.flavor, "mlflow"},
         step=_training_step(model),
     )
     def trained_model(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        registry: ModelRegistryResource,
+        audit: AuditLogResource,
+        mlflow: MlflowTrackingResource,
     ) -> dg.MaterializeResult:
-        """A PyTorch model trained on the training set, registered as a new MLflow version."""
+        """A model of the spec's flavor trained on the training set, registered in MLflow."""
         from ml_platform.lifecycle.train import train_model
 
         with _data_gate_fails_the_step():
-            record = train_model(model, resolved, **_step_args(context, platform))
+            record = train_model(
+                model,
+                resolved,
+                parent_run_id=mlflow.parent_run_id,
+                **_step_args(context, storage.settings(), registry, audit),
+            )
         return dg.MaterializeResult(metadata=model_metadata(record))
 
     return trained_model
@@ -235,12 +252,18 @@ def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
         ],
     )
     def evaluation(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        feature_store: FeatureStoreResource,
+        registry: ModelRegistryResource,
+        audit: AuditLogResource,
     ) -> dg.MaterializeResult:
         """Test-split metrics, per-slice metrics, and the champion's metrics on the same rows."""
         from ml_platform.lifecycle.evaluate import evaluate_model
 
-        report = evaluate_model(model, **_step_args(context, platform))
+        # A champion trained on other features gets them from Feast for the test rows.
+        settings = feature_store.settings(storage)
+        report = evaluate_model(model, **_step_args(context, settings, registry, audit))
         return dg.MaterializeResult(
             metadata=evaluation_metadata(report), check_results=evaluation_check_results(report)
         )
@@ -260,12 +283,16 @@ def build_champion_asset(model: ModelSpec) -> dg.AssetsDefinition:
 
     @_model_asset(model, "champion", deps=[model_key(model.name, "evaluation")], kinds={"mlflow"})
     def champion(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        registry: ModelRegistryResource,
+        audit: AuditLogResource,
     ) -> dg.MaterializeResult:
         """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
         from ml_platform.lifecycle.promote import promote
 
-        decision, version = promote(model, **_step_args(context, platform))
+        settings = storage.settings()
+        decision, version = promote(model, **_step_args(context, settings, registry, audit))
         return dg.MaterializeResult(metadata=champion_metadata(decision, version))
 
     return champion
@@ -295,12 +322,17 @@ def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefi
         kinds={"parquet"},
     )
     def predictions(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext,
+        storage: StorageResource,
+        feature_store: FeatureStoreResource,
+        registry: ModelRegistryResource,
+        audit: AuditLogResource,
     ) -> dg.MaterializeResult:
         """The newest data scored by the champion, with an audit record of what scored what."""
         from ml_platform.lifecycle.score import score
 
-        record = score(model, resolved, catalog, **_step_args(context, platform))
+        settings = feature_store.settings(storage)
+        record = score(model, resolved, catalog, **_step_args(context, settings, registry, audit))
         return dg.MaterializeResult(metadata=predictions_metadata(record))
 
     return predictions

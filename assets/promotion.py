@@ -7,7 +7,7 @@ from pydantic import Field
 from assets.keys import MODEL_TAG, OVERRIDE_TAG, override_job_name
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.model import ModelSpec
-from resources import PlatformResource
+from resources import AuditLogResource, ModelRegistryResource
 
 
 class OverrideConfig(dg.Config):
@@ -30,22 +30,21 @@ def build_override_job(spec: ModelSpec) -> dg.JobDefinition:
 
     @dg.op(name=f"{spec.name}_override_champion")
     def override_champion(
-        context: OpExecutionContext, config: OverrideConfig, platform: PlatformResource
+        context: OpExecutionContext,
+        config: OverrideConfig,
+        registry: ModelRegistryResource,
+        audit: AuditLogResource,
     ) -> None:
         """Move the champion alias to the given version, recording reason and requester."""
-        from ml_platform.core.audit import AuditLog
         from ml_platform.lifecycle.promote import override_promotion
-        from ml_platform.registry.client import ModelRegistry
 
-        # TRANSITIONAL: engines from the settings bag until the op takes the typed resources.
-        settings = platform.settings()
         previous = override_promotion(
             spec,
             config.version,
             config.reason,
             config.requested_by,
-            registry=ModelRegistry.for_settings(settings),
-            audit=AuditLog(settings.audit_url),
+            registry=registry.registry(),
+            audit=audit.audit_log(),
             dagster_run_id=context.run.run_id,
         )
         context.log.warning(

@@ -9,7 +9,7 @@ from assets.keys import SOURCES_GROUP, source_key
 from assets.metadata import generated_source_metadata
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.features import FeatureRepoSpec
-from resources import PlatformResource
+from resources import StorageResource
 
 
 def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
@@ -38,12 +38,12 @@ def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
         ],
     )
     def generate_sources(
-        context: AssetExecutionContext, platform: PlatformResource
+        context: AssetExecutionContext, storage: StorageResource
     ) -> Iterator[dg.MaterializeResult]:
         """Run the repo's data generator, writing every source's parquet file."""
         from ml_platform.features.generation import run_generator
 
-        settings = platform.settings()
+        settings = storage.settings()
         counts = run_generator(repo, settings)
         for source in repo.sources:
             rows = counts.get(source.name, 0)

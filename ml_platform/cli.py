@@ -126,11 +126,12 @@ def demo(models: list[str] | None, rows: int | None) -> int:
 
     import dagster as dg
 
-    import sensors.alerts as sensors
     from assets.keys import scoring_job_name, training_job_name
-    from ml_platform.core.settings import PlatformSettings
+    from ml_platform.datasets.training_set import current_training_set
     from ml_platform.definitions import build_definitions
     from ml_platform.lifecycle.records import current_evaluation
+    from resources import ModelRegistryResource, StorageResource
+    from sensors.alerts import failed_checks
 
     definitions = build_definitions(Path.cwd())
     catalog = load_catalog(discover_spec_files(Path.cwd()))
@@ -142,7 +143,9 @@ def demo(models: list[str] | None, rows: int | None) -> int:
         print(f"unknown model(s): {unknown or 'none declared'}", file=sys.stderr)
         return 2
     instance = dg.DagsterInstance.get()
-    settings = PlatformSettings.from_env()
+    # The demo runs the local deployment: the same resources its runs use.
+    settings = StorageResource(home=str(home)).settings()
+    registry = ModelRegistryResource().registry()
     print(f"ML_PLATFORM_HOME={home}  DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     status = 0  # the exit code: 1 when any model failed
     for name in names:
@@ -161,7 +164,7 @@ def demo(models: list[str] | None, rows: int | None) -> int:
                 print(f"  {step:<45} {step_seconds:8.1f}s")
             if not result.success:
                 status, failed_run = 1, True
-                failed = sensors.failed_checks(instance, result.run_id)
+                failed = failed_checks(instance, result.run_id)
                 for reason in failed or [str(e.message) for e in result.get_step_failure_events()]:
                     print(f"  {reason}")
                 break
@@ -169,10 +172,7 @@ def demo(models: list[str] | None, rows: int | None) -> int:
             print(f"\n{name}: not promoted; see the failed run in the Dagster UI (make dev)")
             continue
         evaluation = current_evaluation(settings, name)
-        from ml_platform.datasets.training_set import current_training_set
-        from ml_platform.registry.client import ModelRegistry
-
-        champion = ModelRegistry.for_settings(settings).champion_version(name)
+        champion = registry.champion_version(name)
         data_gate = current_training_set(settings, name).gate or {}
         print(f"\n{name}: champion version {champion} (evaluated version {evaluation.version})")
         for metric in (

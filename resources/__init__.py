@@ -176,23 +176,3 @@ def resources_for_deployment() -> dict[str, dg.ConfigurableResource]:
         "audit": AuditLogResource(url=dg.EnvVar("ML_PLATFORM_AUDIT_URL")),
         "mlflow": MlflowTrackingResource(mlflow_tracking_uri=tracking_uri),
     }
-
-
-# TRANSITIONAL (until the asset bodies take the typed resources): the old settings bag.
-class PlatformResource(dg.ConfigurableResource):
-    """Deprecated settings bag, kept only while assets/ and sensors/ move to typed resources."""
-
-    home: str = ""
-
-    def settings(self) -> PlatformSettings:
-        return PlatformSettings.from_env(home=self.home or None)
-
-
-_typed = resources_for_deployment
-
-
-def resources_for_deployment() -> dict[str, dg.ConfigurableResource]:
-    """Typed resources plus the transitional ``platform`` key."""
-    resources = _typed()
-    storage = resources["storage"]
-    return {**resources, "platform": PlatformResource(home=getattr(storage, "home", ""))}

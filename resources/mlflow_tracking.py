@@ -132,7 +132,9 @@ class MlflowTrackingResource(dg.ConfigurableResource):
         self._run_id = None
 
 
-def _find_dagster_run(registry: ModelRegistry, experiment_id: str, dagster_run_id: str) -> Any:
+def _find_dagster_run(
+    registry: ModelRegistry, experiment_id: str, dagster_run_id: str
+) -> str | None:
     """The MLflow run an earlier step of this Dagster run started, else None (MlFlow starts one)."""
     runs = registry.client.search_runs(
         [experiment_id],

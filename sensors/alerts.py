@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.keys import MODEL_TAG
-from resources import PlatformResource
+from resources import AuditLogResource, StorageResource
 
 
 @dg.run_failure_sensor(
@@ -14,8 +14,12 @@ from resources import PlatformResource
     "run fails, with the blocking checks that failed in it.",
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformResource) -> None:
+def failure_alerts(
+    context: dg.RunFailureSensorContext, storage: StorageResource, audit: AuditLogResource
+) -> None:
     """Send an alert naming the failed run, its model and why it failed."""
+    from dataclasses import replace
+
     from ml_platform.core.alerts import Alert, send_alert
 
     run = context.dagster_run
@@ -29,7 +33,9 @@ def failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformResour
         job_name=run.job_name,
         reasons=reasons,
     )
-    channels = send_alert(alert, platform.settings())
+    # send_alert records the alert in the audit log its settings name: this deployment's.
+    settings = replace(storage.settings(), audit_url=audit.audit_log().url)
+    channels = send_alert(alert, settings)
     context.log.info(f"alerted on {', '.join(channels)}: {alert.title}")
 
 

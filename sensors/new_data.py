@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.keys import MODEL_TAG, new_labels_sensor_name, training_job_name
 from ml_platform.spec.catalog import Catalog
-from resources import PlatformResource
+from resources import StorageResource
 
 
 def build_new_labels_sensor(catalog: Catalog, model: str) -> dg.SensorDefinition:
@@ -31,12 +31,12 @@ def build_new_labels_sensor(catalog: Catalog, model: str) -> dg.SensorDefinition
         default_status=dg.DefaultSensorStatus.STOPPED,
     )
     def new_labels(
-        context: dg.SensorEvaluationContext, platform: PlatformResource
+        context: dg.SensorEvaluationContext, storage: StorageResource
     ) -> dg.RunRequest | dg.SkipReason:
         from ml_platform.core.storage import fingerprint
         from ml_platform.features.store import source_path
 
-        version = fingerprint(source_path(platform.settings(), source.path))
+        version = fingerprint(source_path(storage.settings(), source.path))
         if version is None:
             return dg.SkipReason(f"label source '{source.name}' does not exist yet")
         if version == context.cursor:

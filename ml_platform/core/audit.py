@@ -32,7 +32,11 @@ def _engine(url: str) -> sa.Engine:
     """One engine per database, its tables created once per process."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
+        # A connection per use: a pooled SQLite connection would keep writing to a database
+        # file that was replaced or removed (a restored backup, a new home at the same path).
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
     _METADATA.create_all(engine, checkfirst=True)
     return engine
 

@@ -2,8 +2,8 @@
 
 Locally everything lives under ``ML_PLATFORM_HOME`` (default ``./.ml_platform``): the Dagster
 instance, the MLflow backend and artifacts, the Feast registry and online store, parquet data and
-the audit log. Each location can point at a real engine instead (Postgres, an MLflow server, S3,
-Redis) through environment variables or resource configuration, without code changes.
+the audit log. Each location can point at a real engine instead (Postgres, an MLflow server, S3)
+through environment variables or resource configuration, without code changes.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ml_platform.compute import ComputeProfile, load_profiles
+from ml_platform.compute.profiles import ComputeProfile, load_profiles
 from ml_platform.core import storage
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from ml_platform.training.trainer import TrainResult
 
 _LOGGER = logging.getLogger(__name__)
+# The facts of a fit that its ModelRecord keeps (FitResult fields of the same name).
+_FIT_FACTS = ("best_epoch", "epochs_run", "resumed_from_epoch", "samples_per_second", "device")
 
 
 def feature_schema(spec: ModelSpec, resolved: ResolvedFeatures) -> FeatureSchema:
@@ -260,6 +262,30 @@ def _log_summary(run: TrainingRun, result: FitResult, log: Log) -> float:
     return validation_loss
 
 
+def _model_record(
+    model: str,
+    version: str,
+    run: TrainingRun,
+    snapshot: str,
+    version_code: str,
+    result: FitResult,
+    validation_loss: float,
+) -> ModelRecord:
+    """The record of a registered version: where it came from and how its training went."""
+    return ModelRecord(
+        model=model,
+        version=version,
+        mlflow_run_id=run.run_id,
+        mlflow_run_url=run.url,
+        snapshot_id=snapshot,
+        code_version=version_code,
+        flavor=result.model.flavor,
+        validation_loss=validation_loss,
+        trained_at=datetime.now(UTC).isoformat(),
+        **{name: getattr(result, name) for name in _FIT_FACTS},
+    )
+
+
 def train_model(
     spec: ModelSpec,
     resolved: ResolvedFeatures,
@@ -315,21 +341,8 @@ def train_model(
         inputs = frames[0].loc[:, resolved.model_inputs]
         version = registry.log_model_version(run, result.model, spec.name, inputs)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    record = ModelRecord(
-        model=spec.name,
-        version=version,
-        mlflow_run_id=run.run_id,
-        mlflow_run_url=run.url,
-        snapshot_id=manifest.snapshot_id,
-        code_version=version_code,
-        flavor=result.model.flavor,
-        best_epoch=result.best_epoch,
-        epochs_run=result.epochs_run,
-        resumed_from_epoch=result.resumed_from_epoch,
-        samples_per_second=result.samples_per_second,
-        device=result.device,
-        validation_loss=validation_loss,
-        trained_at=datetime.now(UTC).isoformat(),
+    record = _model_record(
+        spec.name, version, run, manifest.snapshot_id, version_code, result, validation_loss
     )
     storage.write_pointer(model_root(settings, spec.name, "model"), record.to_dict())
     audit.record(

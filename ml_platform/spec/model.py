@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ml_platform.compute import load_profiles
+from ml_platform.compute.profiles import load_profiles
 from ml_platform.core.helpers import unknown
 from ml_platform.core.tasks import DEFAULT_PRIMARY_METRIC, LOWER_IS_BETTER, Metric, Task
 from ml_platform.gates.spec import DataGateSpec

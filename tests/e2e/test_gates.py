@@ -22,7 +22,7 @@ from ml_platform.core.settings import PlatformSettings
 from ml_platform.core.storage import read_pointer
 from ml_platform.definitions import build_definitions
 from ml_platform.registry.client import ModelRegistry
-from resources import PlatformResource
+from resources import AuditLogResource, StorageResource
 from tests.e2e import loans
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def launch(how: str, defs: dg.Definitions, instance: dg.DagsterInstance) -> list
     elif how == "sensor":
         sensor = defs.resolve_sensor_def(f"{MODEL}_new_labels_sensor")
         context = dg.build_sensor_context(
-            instance=instance, cursor="stale", resources={"platform": PlatformResource()}
+            instance=instance, cursor="stale", resources={"storage": StorageResource()}
         )
         requests = list(sensor.evaluate_tick(context).run_requests or [])
         assert len(requests) == 1, "the sensor must notice the new labels"
@@ -262,7 +262,7 @@ def test_gate_failure_names_the_expectation_and_leaves_training_blocked(world: W
             dagster_instance=instance,
             dagster_run=run,  # type: ignore[arg-type]
             dagster_event=failure_event,  # type: ignore[arg-type]
-            resources={"platform": PlatformResource()},
+            resources={"storage": StorageResource(), "audit": AuditLogResource()},
         ).for_run_failure()
         sensor(context)  # type: ignore[operator]
     assert ALERTS and any("data_quality failed" in reason for reason in ALERTS[-1].reasons)

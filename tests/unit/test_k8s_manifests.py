@@ -51,17 +51,16 @@ from dagster_k8s import k8s_job_executor
 from dagster_k8s.executor import K8sStepHandler
 from kubernetes.client import rest
 
-from ml_platform.compute import (
-    COMPUTE_PROFILES,
+from ml_platform.compute.kubernetes import (
     GPU_PRODUCT_LABEL,
     PROFILE_LABEL,
     SPOT_NODE_LABELS,
     SPOT_TOLERATIONS,
-    ComputeProfile,
     op_tags,
     pool,
     run_tags,
 )
+from ml_platform.compute.profiles import COMPUTE_PROFILES, ComputeProfile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HELM_VALUES = PROJECT_ROOT / "deploy" / "helm" / "values.yaml"
@@ -660,7 +659,7 @@ def test_rbac_is_least_privilege() -> None:
 
 
 def test_example_compute_profiles_load(tmp_path: Path) -> None:
-    from ml_platform.compute import load_profiles
+    from ml_platform.compute.profiles import load_profiles
 
     (config, profiles_map) = _documents(CONFIGMAP)
     path = tmp_path / "compute-profiles.yaml"

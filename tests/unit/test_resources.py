@@ -28,7 +28,7 @@ TYPED_KEYS = {"storage", "registry", "feature_store", "audit", "mlflow"}
 
 def test_local_resources_take_the_defaults_under_the_home(platform_home: Path) -> None:
     resources = resources_for_deployment()
-    assert set(resources) >= TYPED_KEYS
+    assert set(resources) == TYPED_KEYS
     settings = resources["storage"].settings()  # type: ignore[attr-defined]
     assert settings == PlatformSettings.from_env()
     assert settings.data_root == str(platform_home / "data")
@@ -44,7 +44,7 @@ def test_k8s_resources_read_every_required_location_from_the_environment(
 ) -> None:
     monkeypatch.setenv("ML_PLATFORM_DEPLOYMENT", "k8s")
     resources = resources_for_deployment()
-    assert set(resources) >= TYPED_KEYS
+    assert set(resources) == TYPED_KEYS
     env_vars = {
         (key, name): value
         for key, resource in resources.items()

@@ -1,0 +1,1 @@
+"""Compute: named profiles (GPU type and count, MIG slice, spot, limits) and their k8s form."""
