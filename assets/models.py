@@ -34,17 +34,11 @@ from assets.metadata import (
 )
 from ml_platform.compute.kubernetes import PROFILE_TAG, op_tags, pool
 from ml_platform.compute.profiles import load_profiles
-from ml_platform.core.settings import PlatformSettings, deployment
+from ml_platform.core.settings import deployment
 from ml_platform.evaluation.gates import EVALUATION_GATES
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.model import ModelSpec
-from resources import (
-    AuditLogResource,
-    FeatureStoreResource,
-    MlflowTrackingResource,
-    ModelRegistryResource,
-    StorageResource,
-)
+from resources import LifecycleResource, MlflowTrackingResource
 
 
 @dataclass(frozen=True)
@@ -107,22 +101,6 @@ def _model_asset(
     )
 
 
-def _step_args(
-    context: AssetExecutionContext,
-    settings: PlatformSettings,
-    registry: ModelRegistryResource,
-    audit: AuditLogResource,
-) -> dict[str, Any]:
-    """What every lifecycle step takes: locations, the MLflow registry, the audit log, the run."""
-    return {
-        "settings": settings,
-        "registry": registry.registry(),
-        "audit": audit.audit_log(),
-        "dagster_run_id": context.run.run_id,
-        "log": context.log.info,
-    }
-
-
 @contextmanager
 def _data_gate_fails_the_step() -> Iterator[None]:
     """A failed data gate fails the step for good: retrying cannot fix the data."""
@@ -159,14 +137,12 @@ def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
         ],
     )
     def training_set(
-        context: AssetExecutionContext,
-        storage: StorageResource,
-        feature_store: FeatureStoreResource,
+        context: AssetExecutionContext, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
         """Labels joined point-in-time with Feast features, gated, split by time."""
         from ml_platform.datasets.training_set import build_training_set
 
-        settings = feature_store.settings(storage)
+        settings = lifecycle.feature_store.settings(lifecycle.storage)
         with _data_gate_fails_the_step():
             manifest, report = build_training_set(model, resolved, catalog, settings)
         version = dg.DataVersion(manifest.snapshot_id)
@@ -207,11 +183,7 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
         step=_training_step(model),
     )
     def trained_model(
-        context: AssetExecutionContext,
-        storage: StorageResource,
-        registry: ModelRegistryResource,
-        audit: AuditLogResource,
-        mlflow: MlflowTrackingResource,
+        context: AssetExecutionContext, lifecycle: LifecycleResource, mlflow: MlflowTrackingResource
     ) -> dg.MaterializeResult:
         """A model of the spec's flavor trained on the training set, registered in MLflow."""
         from ml_platform.lifecycle.train import train_model
@@ -220,8 +192,8 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
             record = train_model(
                 model,
                 resolved,
+                lifecycle.step(context),
                 parent_run_id=mlflow.parent_run_id,
-                **_step_args(context, storage.settings(), registry, audit),
             )
         return dg.MaterializeResult(metadata=model_metadata(record))
 
@@ -252,18 +224,13 @@ def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
         ],
     )
     def evaluation(
-        context: AssetExecutionContext,
-        storage: StorageResource,
-        feature_store: FeatureStoreResource,
-        registry: ModelRegistryResource,
-        audit: AuditLogResource,
+        context: AssetExecutionContext, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
         """Test-split metrics, per-slice metrics, and the champion's metrics on the same rows."""
         from ml_platform.lifecycle.evaluate import evaluate_model
 
         # A champion trained on other features gets them from Feast for the test rows.
-        settings = feature_store.settings(storage)
-        report = evaluate_model(model, **_step_args(context, settings, registry, audit))
+        report = evaluate_model(model, lifecycle.step(context))
         return dg.MaterializeResult(
             metadata=evaluation_metadata(report), check_results=evaluation_check_results(report)
         )
@@ -283,16 +250,12 @@ def build_champion_asset(model: ModelSpec) -> dg.AssetsDefinition:
 
     @_model_asset(model, "champion", deps=[model_key(model.name, "evaluation")], kinds={"mlflow"})
     def champion(
-        context: AssetExecutionContext,
-        storage: StorageResource,
-        registry: ModelRegistryResource,
-        audit: AuditLogResource,
+        context: AssetExecutionContext, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
         """The MLflow alias 'champion': moved to the evaluated version only if it is better."""
         from ml_platform.lifecycle.promote import promote
 
-        settings = storage.settings()
-        decision, version = promote(model, **_step_args(context, settings, registry, audit))
+        decision, version = promote(model, lifecycle.step(context))
         return dg.MaterializeResult(metadata=champion_metadata(decision, version))
 
     return champion
@@ -322,17 +285,12 @@ def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefi
         kinds={"parquet"},
     )
     def predictions(
-        context: AssetExecutionContext,
-        storage: StorageResource,
-        feature_store: FeatureStoreResource,
-        registry: ModelRegistryResource,
-        audit: AuditLogResource,
+        context: AssetExecutionContext, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
         """The newest data scored by the champion, with an audit record of what scored what."""
         from ml_platform.lifecycle.score import score
 
-        settings = feature_store.settings(storage)
-        record = score(model, resolved, catalog, **_step_args(context, settings, registry, audit))
+        record = score(model, resolved, catalog, lifecycle.step(context))
         return dg.MaterializeResult(metadata=predictions_metadata(record))
 
     return predictions

@@ -215,6 +215,7 @@ def _step_durations(instance: DagsterInstance, run_id: str) -> list[tuple[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``ml-platform`` command; returns its exit status."""
     parser = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(

@@ -6,6 +6,7 @@
   and online store.
 - ``audit``: ``AuditLogResource`` -> ``AuditLog`` (the append-only audit trail).
 - ``mlflow``: ``MlflowTrackingResource`` -> the Dagster run's MLflow run (dagster-mlflow).
+- ``lifecycle``: ``LifecycleResource`` -> a ``StepContext`` (the four engines above) per step.
 
 An empty field takes the embedded default under ``ML_PLATFORM_HOME``, or the matching environment
 variable (``PlatformSettings.from_env``), read when the resource is used. Assets take the
@@ -21,12 +22,14 @@ import dagster as dg
 
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings, deployment, platform_home
+from ml_platform.lifecycle.records import StepContext
 from ml_platform.registry.client import ModelRegistry
 from resources.mlflow_tracking import MlflowTrackingResource
 
 __all__ = [
     "AuditLogResource",
     "FeatureStoreResource",
+    "LifecycleResource",
     "MlflowTrackingResource",
     "ModelRegistryResource",
     "StorageResource",
@@ -146,33 +149,75 @@ class AuditLogResource(dg.ConfigurableResource):
         return AuditLog(self.url or _defaults().audit_url)
 
 
+class LifecycleResource(dg.ConfigurableResource):
+    """The engines a model's lifecycle step uses (``ml_platform.lifecycle``), as one resource.
+
+    Attributes:
+        storage: where data, artifacts and checkpoints live.
+        feature_store: the Feast store the step joins features from.
+        registry: the MLflow tracking server and registry.
+        audit: the audit log.
+    """
+
+    storage: StorageResource
+    feature_store: FeatureStoreResource
+    registry: ModelRegistryResource
+    audit: AuditLogResource
+
+    def step(self, context: dg.AssetExecutionContext) -> StepContext:
+        """The `StepContext` a lifecycle function takes, for one step of a Dagster run.
+
+        Args:
+            context: the step's context (its run id and log).
+
+        Returns:
+            The locations (with this feature store), one registry client and the audit log.
+        """
+        return StepContext(
+            settings=self.feature_store.settings(self.storage),
+            registry=self.registry.registry(),
+            audit=self.audit.audit_log(),
+            dagster_run_id=context.run.run_id,
+            log=context.log.info,
+        )
+
+
 def resources_for_deployment() -> dict[str, dg.ConfigurableResource]:
     """The resources of the current deployment (``ML_PLATFORM_DEPLOYMENT``), by resource key.
 
     Returns:
-        ``storage``, ``registry``, ``feature_store``, ``audit`` and ``mlflow``. Locally every
+        ``storage``, ``registry``, ``feature_store``, ``audit``, ``mlflow`` and ``lifecycle``
+        (the first four together, for the model assets). Locally every
         location takes its default under ``ML_PLATFORM_HOME``. On Kubernetes the locations the
         cluster must provide, and every URL that can carry a password, are ``dg.EnvVar``s read
         in the pods from the ConfigMap and Secret, never written into run config.
     """
     if deployment() == "local":
-        return {
+        engines: dict[str, dg.ConfigurableResource] = {
             "storage": StorageResource(home=str(platform_home())),
             "registry": ModelRegistryResource(),
             "feature_store": FeatureStoreResource(),
             "audit": AuditLogResource(),
             "mlflow": MlflowTrackingResource(),
         }
-    # Optional locations (checkpoint root, MLflow artifact root, Feast project and registry) stay
-    # empty: they are read from the same environment variables when set, else take defaults.
-    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI")
-    return {
-        "storage": StorageResource(
-            data_root=dg.EnvVar("ML_PLATFORM_DATA_ROOT"),
-            artifact_root=dg.EnvVar("ML_PLATFORM_ARTIFACT_ROOT"),
-        ),
-        "registry": ModelRegistryResource(tracking_uri=tracking_uri),
-        "feature_store": FeatureStoreResource(),
-        "audit": AuditLogResource(url=dg.EnvVar("ML_PLATFORM_AUDIT_URL")),
-        "mlflow": MlflowTrackingResource(mlflow_tracking_uri=tracking_uri),
-    }
+    else:
+        # Optional locations (checkpoint root, MLflow artifact root, Feast project and registry)
+        # stay empty: they are read from the same environment variables when set.
+        tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI")
+        engines = {
+            "storage": StorageResource(
+                data_root=dg.EnvVar("ML_PLATFORM_DATA_ROOT"),
+                artifact_root=dg.EnvVar("ML_PLATFORM_ARTIFACT_ROOT"),
+            ),
+            "registry": ModelRegistryResource(tracking_uri=tracking_uri),
+            "feature_store": FeatureStoreResource(),
+            "audit": AuditLogResource(url=dg.EnvVar("ML_PLATFORM_AUDIT_URL")),
+            "mlflow": MlflowTrackingResource(mlflow_tracking_uri=tracking_uri),
+        }
+    lifecycle = LifecycleResource(
+        storage=engines["storage"],  # type: ignore[arg-type]
+        feature_store=engines["feature_store"],  # type: ignore[arg-type]
+        registry=engines["registry"],  # type: ignore[arg-type]
+        audit=engines["audit"],  # type: ignore[arg-type]
+    )
+    return {**engines, "lifecycle": lifecycle}

@@ -4,17 +4,7 @@ A data scientist names a profile in the model spec (``compute.profile: gpu-a100`
 turns it into the ``dagster-k8s/config`` op tag of the steps that need it, so nobody writes pod
 specs. Locally the profile only selects the device (CPU), so the same definitions run everywhere.
 
-Where each setting takes effect (dagster 1.13 / dagster-k8s 0.29):
-
-- ``dagster-k8s/config`` is read from the *op* tags of a step by ``k8s_job_executor``; job-level
-  (run) tags configure only the run pod, never the step pods. Asset ``tags=`` are catalog labels
-  and never reach a step: pass :func:`op_tags` as the asset's ``op_tags=``.
-- ``dagster/max_runtime`` is read from the *run* tags by the daemon's run monitoring; as an op
-  tag it does nothing. Put :func:`run_tags` on the job; each step is bounded on its own by the
-  Kubernetes Job's ``activeDeadlineSeconds`` from :func:`k8s_config`.
-- Pools are the asset/op ``pool=`` argument (:func:`pool`: one pool per GPU type unless a
-  profile names its own), limited per deployment with ``dagster instance concurrency set POOL
-  LIMIT``.
+How a profile reaches Kubernetes (op tags, run tags, pools) is in ``compute.kubernetes``.
 
 Deployments may add or override profiles with a YAML file named by ``ML_PLATFORM_COMPUTE_PROFILES``
 (see :func:`load_profiles`). This module imports only the standard library at module level.

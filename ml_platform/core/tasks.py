@@ -23,21 +23,13 @@ Metric = Literal[
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "rmse", "mae"})
+MULTICLASS_METRICS = frozenset({"accuracy", "macro_f1", "log_loss"})
+REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
 TASK_METRICS: dict[str, frozenset[str]] = {
-    "binary_classification": frozenset(
-        {
-            "roc_auc",
-            "pr_auc",
-            "precision",
-            "recall",
-            "f1",
-            "accuracy",
-            "log_loss",
-            "calibration_error",
-        }
-    ),
-    "multiclass_classification": frozenset({"accuracy", "macro_f1", "log_loss"}),
-    "regression": frozenset({"rmse", "mae", "r2"}),
+    # Binary classification has every metric but macro F1 and the regression ones.
+    "binary_classification": frozenset(METRICS) - REGRESSION_METRICS - {"macro_f1"},
+    "multiclass_classification": MULTICLASS_METRICS,
+    "regression": REGRESSION_METRICS,
 }
 DEFAULT_PRIMARY_METRIC: dict[str, str] = {
     "binary_classification": "roc_auc",

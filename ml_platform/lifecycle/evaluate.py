@@ -8,7 +8,6 @@ evaluated the same way.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from ml_platform.evaluation.gates import GateResult, Slices, evaluation_gates
 from ml_platform.evaluation.metrics import compute_metrics
 from ml_platform.evaluation.report import EvaluationReport
 from ml_platform.evaluation.slices import slice_metrics
-from ml_platform.lifecycle.records import Log, current_model, model_root
+from ml_platform.lifecycle.records import Log, StepContext, current_model, model_root
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.registry.tags import (
     TAG_FEATURE_REFS,
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ml_platform.training.flavors.base import FittedModel
-
-_LOGGER = logging.getLogger(__name__)
 
 
 def _with_inputs_of(
@@ -150,12 +147,7 @@ def _record_rejection(
 
 def evaluate_model(
     spec: ModelSpec,
-    *,
-    settings: PlatformSettings,
-    registry: ModelRegistry,
-    audit: AuditLog,
-    dagster_run_id: str | None = None,
-    log: Log = _LOGGER.info,
+    step: StepContext,
 ) -> EvaluationReport:
     """Evaluate the newest version on the test split, and the champion on the same rows.
 
@@ -165,11 +157,7 @@ def evaluate_model(
 
     Args:
         spec: The model spec.
-        settings: The platform settings (training set, pointers, the Feast store).
-        registry: The MLflow backend holding the versions.
-        audit: The audit log that records a rejection.
-        dagster_run_id: The Dagster run evaluating the model.
-        log: Receives progress lines.
+        step: The engines and run of this step (`StepContext`).
 
     Returns:
         The evaluation report.
@@ -177,23 +165,23 @@ def evaluate_model(
     Raises:
         FileNotFoundError: The model has no trained version or no training set.
     """
-    record = current_model(settings, spec.name)
-    manifest = current_training_set(settings, spec.name)
+    record = current_model(step.settings, spec.name)
+    manifest = current_training_set(step.settings, spec.name)
     test = read_split(manifest, "test")
     metrics, slices = evaluate_version(
-        spec, record.version, test, settings=settings, registry=registry
+        spec, record.version, test, settings=step.settings, registry=step.registry
     )
-    champion = registry.champion_version(spec.name)
+    champion = step.registry.champion_version(spec.name)
     champion_metrics = champion_slices = champion_error = None
     if champion is not None and champion != record.version:
-        log(f"comparing with champion v{champion} on the same {len(test)} test rows")
+        step.log(f"comparing with champion v{champion} on the same {len(test)} test rows")
         try:
             champion_metrics, champion_slices = evaluate_version(
-                spec, champion, test, settings=settings, registry=registry
+                spec, champion, test, settings=step.settings, registry=step.registry
             )
         except ValueError as error:
             champion_error = f"champion v{champion} could not be evaluated: {error}"
-            log(champion_error)
+            step.log(champion_error)
     elif champion == record.version:
         champion_metrics, champion_slices = metrics, slices
     gates = evaluation_gates(
@@ -216,11 +204,13 @@ def evaluate_model(
         champion_slices=champion_slices,
         gates=[asdict(gate) for gate in gates],
     )
-    registry.log_evaluation(record.mlflow_run_id, metrics, report.to_dict())
-    storage.write_pointer(model_root(settings, spec.name, "evaluation"), report.to_dict())
+    step.registry.log_evaluation(record.mlflow_run_id, metrics, report.to_dict())
+    storage.write_pointer(model_root(step.settings, spec.name, "evaluation"), report.to_dict())
     verdicts = {gate_tag(g.name): "passed" if g.passed else "failed" for g in gates}
-    registry.tag_version(spec.name, record.version, verdicts)
+    step.registry.tag_version(spec.name, record.version, verdicts)
     failed = [g for g in gates if not g.passed]
     if failed:
-        _record_rejection(spec, report, failed, registry, audit, dagster_run_id, log)
+        _record_rejection(
+            spec, report, failed, step.registry, step.audit, step.dagster_run_id, step.log
+        )
     return report

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from ml_platform.core.audit import AuditLog
-from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.promotion import PromotionDecision, decide_promotion
-from ml_platform.lifecycle.records import Log, current_evaluation
+from ml_platform.lifecycle.records import StepContext, current_evaluation
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.registry.tags import (
     TAG_OVERRIDE_BY,
@@ -18,30 +15,19 @@ from ml_platform.registry.tags import (
 )
 from ml_platform.spec.model import ModelSpec
 
-_LOGGER = logging.getLogger(__name__)
-
 MIN_OVERRIDE_REASON = 15
 """The shortest reason an override is accepted with (characters)."""
 
 
 def promote(
     spec: ModelSpec,
-    *,
-    settings: PlatformSettings,
-    registry: ModelRegistry,
-    audit: AuditLog,
-    dagster_run_id: str | None = None,
-    log: Log = _LOGGER.info,
+    step: StepContext,
 ) -> tuple[PromotionDecision, str | None]:
     """Move the ``champion`` alias to the evaluated version when the decision says so.
 
     Args:
         spec: The model spec (its promotion policy).
-        settings: The platform settings (where the current evaluation is).
-        registry: The MLflow backend holding the versions and the alias.
-        audit: The audit log that records the decision.
-        dagster_run_id: The Dagster run deciding.
-        log: Receives the decision's reasons.
+        step: The engines and run of this step (`StepContext`).
 
     Returns:
         The decision and the champion version after it.
@@ -49,27 +35,27 @@ def promote(
     Raises:
         FileNotFoundError: The model has no evaluation.
     """
-    report = current_evaluation(settings, spec.name)
+    report = current_evaluation(step.settings, spec.name)
     decision = decide_promotion(report, spec)
     action = "promoted" if decision.promote else "not_promoted"
     if decision.promote:
-        registry.set_champion(spec.name, report.version)
-    registry.tag_version(
+        step.registry.set_champion(spec.name, report.version)
+    step.registry.tag_version(
         spec.name,
         report.version,
         {TAG_PROMOTION: action, TAG_PROMOTION_REASON: "; ".join(decision.reasons)},
     )
-    audit.record(
+    step.audit.record(
         spec.name,
         action,
         model_version=report.version,
         data_snapshot_id=report.snapshot_id,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=step.dagster_run_id,
         details={"reasons": decision.reasons, "previous_champion": report.champion_version},
     )
     for reason in decision.reasons:
-        log(reason)
-    return decision, registry.champion_version(spec.name)
+        step.log(reason)
+    return decision, step.registry.champion_version(spec.name)
 
 
 def override_promotion(

@@ -7,16 +7,40 @@ readers always return the last good output.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ml_platform.core import storage
+from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.report import EvaluationReport
+from ml_platform.registry.client import ModelRegistry
 
 Log = Callable[[str], None]
 """Receives a step's progress lines (an asset passes ``context.log.info``)."""
+
+_LOGGER = logging.getLogger("ml_platform.lifecycle")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every lifecycle step works with: where state lives, the engines, the run.
+
+    Attributes:
+        settings: The platform's locations (data, artifacts, checkpoints, Feast).
+        registry: The MLflow tracking server and model registry.
+        audit: The audit log every step records its outcome in.
+        dagster_run_id: The Dagster run executing the step, if any.
+        log: Receives the step's progress lines.
+    """
+
+    settings: PlatformSettings
+    registry: ModelRegistry
+    audit: AuditLog
+    dagster_run_id: str | None = None
+    log: Log = _LOGGER.info
 
 
 @dataclass(frozen=True)
@@ -101,43 +125,27 @@ def model_root(settings: PlatformSettings, model: str, *parts: str) -> str:
     return settings.artifact_path("models", model, *parts)
 
 
+def _current(settings: PlatformSettings, model: str, step: str, missing: str) -> dict[str, Any]:
+    """The pointer record of ``step``'s last good output; FileNotFoundError saying ``missing``."""
+    record = storage.read_pointer(model_root(settings, model, step))
+    if record is None:
+        raise FileNotFoundError(f"model '{model}' has {missing}; materialize '{model}/{step}'")
+    return record
+
+
 def current_model(settings: PlatformSettings, model: str) -> ModelRecord:
     """The newest version trained and registered by ``train_model``.
-
-    Args:
-        settings: The platform settings.
-        model: The model name.
-
-    Returns:
-        The record of the last successful training.
 
     Raises:
         FileNotFoundError: The model was never trained.
     """
-    record = storage.read_pointer(model_root(settings, model, "model"))
-    if record is None:
-        raise FileNotFoundError(
-            f"model '{model}' has no trained version; materialize '{model}/model'"
-        )
-    return ModelRecord(**record)
+    return ModelRecord(**_current(settings, model, "model", "no trained version"))
 
 
 def current_evaluation(settings: PlatformSettings, model: str) -> EvaluationReport:
     """The newest evaluation written by ``evaluate_model``.
 
-    Args:
-        settings: The platform settings.
-        model: The model name.
-
-    Returns:
-        The report of the last successful evaluation.
-
     Raises:
         FileNotFoundError: The model was never evaluated.
     """
-    record = storage.read_pointer(model_root(settings, model, "evaluation"))
-    if record is None:
-        raise FileNotFoundError(
-            f"model '{model}' has no evaluation; materialize '{model}/evaluation'"
-        )
-    return EvaluationReport.from_dict(record)
+    return EvaluationReport.from_dict(_current(settings, model, "evaluation", "no evaluation"))

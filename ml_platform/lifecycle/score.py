@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 from ml_platform.core import storage
-from ml_platform.core.audit import AuditLog
-from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.scoring_set import build_scoring_set
 from ml_platform.datasets.split import snapshot_id
-from ml_platform.lifecycle.records import Log, PredictionRecord
-from ml_platform.registry.client import ModelRegistry
+from ml_platform.lifecycle.records import PredictionRecord, StepContext
 from ml_platform.spec.catalog import Catalog, ResolvedFeatures
 from ml_platform.spec.model import ModelSpec
-
-_LOGGER = logging.getLogger(__name__)
 
 
 def score(
     spec: ModelSpec,
     resolved: ResolvedFeatures,
     catalog: Catalog,
-    *,
-    settings: PlatformSettings,
-    registry: ModelRegistry,
-    audit: AuditLog,
-    dagster_run_id: str | None = None,
-    log: Log = _LOGGER.info,
+    step: StepContext,
 ) -> PredictionRecord:
     """Score the newest data with the champion and append an audit record.
 
@@ -38,11 +27,7 @@ def score(
         spec: The model spec (``scoring.source``, else the label source, is scored).
         resolved: The model's resolved features.
         catalog: The loaded specs (the scored source).
-        settings: The platform settings (sources, the Feast store, the output location).
-        registry: The MLflow backend holding the champion.
-        audit: The audit log that records the scoring.
-        dagster_run_id: The Dagster run scoring.
-        log: Receives progress lines.
+        step: The engines and run of this step (`StepContext`).
 
     Returns:
         The record of the predictions (also written as the predictions' current pointer).
@@ -50,14 +35,14 @@ def score(
     Raises:
         LookupError: The model has no champion yet.
     """
-    version = registry.champion_version(spec.name)
+    version = step.registry.champion_version(spec.name)
     if version is None:
         raise LookupError(
             f"model '{spec.name}' has no champion yet; materialize '{spec.name}/champion' "
             "after a successful evaluation"
         )
-    model = registry.load_model(spec.name, version)
-    frame = build_scoring_set(spec, resolved, catalog, settings)
+    model = step.registry.load_model(spec.name, version)
+    frame = build_scoring_set(spec, resolved, catalog, step.settings)
     prediction = model.predict(frame)
     scored_at = datetime.now(UTC)
     output = frame.drop(columns=[c for c in resolved.model_inputs if c in frame.columns])
@@ -69,7 +54,7 @@ def score(
     output["model_version"] = version
     output["scored_at"] = scored_at
     snapshot = snapshot_id(frame)
-    directory = settings.data_path("models", spec.name, "predictions")
+    directory = step.settings.data_path("models", spec.name, "predictions")
     path = f"{directory}/{scored_at:%Y%m%dT%H%M%S}-{snapshot}.parquet"
     storage.write_parquet(output, path)
     record = PredictionRecord(
@@ -79,17 +64,17 @@ def score(
         rows=len(output),
         data_snapshot_id=snapshot,
         scored_at=scored_at.isoformat(),
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=step.dagster_run_id,
     )
     storage.write_pointer(directory, record.to_dict())
-    audit.record(
+    step.audit.record(
         spec.name,
         "scored",
         model_version=version,
         data_snapshot_id=snapshot,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=step.dagster_run_id,
         rows=len(output),
         details={"path": path},
     )
-    log(f"scored {len(output)} rows with {spec.name} v{version}")
+    step.log(f"scored {len(output)} rows with {spec.name} v{version}")
     return record

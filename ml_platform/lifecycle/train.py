@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.compute.profiles import ComputeProfile, load_profiles
 from ml_platform.core import storage
-from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
-from ml_platform.lifecycle.records import Log, ModelRecord, model_root
-from ml_platform.registry.client import ModelRegistry, TrainingRun
+from ml_platform.lifecycle.records import Log, ModelRecord, StepContext, model_root
+from ml_platform.registry.client import TrainingRun
 from ml_platform.registry.code_version import code_version
 from ml_platform.registry.tags import (
     TAG_CODE_VERSION,
@@ -42,9 +39,7 @@ if TYPE_CHECKING:
     from ml_platform.training.config import TrainingConfig
     from ml_platform.training.flavors.base import FitResult
     from ml_platform.training.schema import FeatureSchema
-    from ml_platform.training.trainer import TrainResult
 
-_LOGGER = logging.getLogger(__name__)
 # The facts of a fit that its ModelRecord keeps (FitResult fields of the same name).
 _FIT_FACTS = ("best_epoch", "epochs_run", "resumed_from_epoch", "samples_per_second", "device")
 
@@ -233,16 +228,9 @@ def _fit_with_torchrun(
             log=log,
             on_epoch_end=run.log_epoch,
         )
-    return _as_fit_result(result)
+    from ml_platform.training.flavors.torch import fit_result
 
-
-def _as_fit_result(result: TrainResult) -> FitResult:
-    """The torch trainer's result as the flavor protocol's, its model a ``TorchModel``."""
-    from ml_platform.training.flavors.base import FitResult
-    from ml_platform.training.flavors.torch import TorchModel
-
-    facts = {item.name: getattr(result, item.name) for item in fields(FitResult)}
-    return FitResult(**{**facts, "model": TorchModel.of(result.model)})
+    return fit_result(result)
 
 
 def _log_summary(run: TrainingRun, result: FitResult, log: Log) -> float:
@@ -289,13 +277,9 @@ def _model_record(
 def train_model(
     spec: ModelSpec,
     resolved: ResolvedFeatures,
+    step: StepContext,
     *,
-    settings: PlatformSettings,
-    registry: ModelRegistry,
-    audit: AuditLog,
-    dagster_run_id: str | None = None,
     parent_run_id: str | None = None,
-    log: Log = _LOGGER.info,
 ) -> ModelRecord:
     """Train on the current training set, log the MLflow run and register a new version.
 
@@ -306,13 +290,9 @@ def train_model(
     Args:
         spec: The model spec; ``model.flavor`` chooses the flavor that fits it.
         resolved: The model's resolved features.
-        settings: The platform settings (training set, checkpoints, pointers).
-        registry: The MLflow backend the run and the version go to.
-        audit: The audit log that records the training.
-        dagster_run_id: The Dagster run training the model, tagged on the MLflow run.
         parent_run_id: The MLflow run of the Dagster run (``MlflowTrackingResource``); the
             training run is nested under it.
-        log: Receives progress lines.
+        step: The engines and run of this step (`StepContext`).
 
     Returns:
         The record of the registered version (also written as the model's current pointer).
@@ -323,34 +303,36 @@ def train_model(
         ModelArchitectureError: The model params do not fit the flavor or architecture.
         TrainingDivergedError: The validation loss became NaN or infinite.
     """
-    manifest = current_training_set(settings, spec.name)
+    manifest = current_training_set(step.settings, spec.name)
     frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
     params = training_params(spec)
     profile = load_profiles()[spec.compute.profile]
     config = training_config(spec, frames[0], profile)
-    checkpoint_dir = _checkpoint_dir(settings, spec.name, manifest.snapshot_id, params)
+    checkpoint_dir = _checkpoint_dir(step.settings, spec.name, manifest.snapshot_id, params)
     version_code = code_version()
     tags = _run_tags(
-        spec, resolved, manifest.snapshot_id, version_code, dagster_run_id, parent_run_id
+        spec, resolved, manifest.snapshot_id, version_code, step.dagster_run_id, parent_run_id
     )
-    with registry.start_training_run(spec.name, params, tags) as run:
-        log(f"MLflow run {run.run_id}: {run.url}")
+    with step.registry.start_training_run(spec.name, params, tags) as run:
+        step.log(f"MLflow run {run.run_id}: {run.url}")
         schema = feature_schema(spec, resolved)
-        result = _fit(spec, schema, manifest, frames, config, profile, checkpoint_dir, run, log)
-        validation_loss = _log_summary(run, result, log)
+        result = _fit(
+            spec, schema, manifest, frames, config, profile, checkpoint_dir, run, step.log
+        )
+        validation_loss = _log_summary(run, result, step.log)
         inputs = frames[0].loc[:, resolved.model_inputs]
-        version = registry.log_model_version(run, result.model, spec.name, inputs)
+        version = step.registry.log_model_version(run, result.model, spec.name, inputs)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     record = _model_record(
         spec.name, version, run, manifest.snapshot_id, version_code, result, validation_loss
     )
-    storage.write_pointer(model_root(settings, spec.name, "model"), record.to_dict())
-    audit.record(
+    storage.write_pointer(model_root(step.settings, spec.name, "model"), record.to_dict())
+    step.audit.record(
         spec.name,
         "trained",
         model_version=version,
         data_snapshot_id=manifest.snapshot_id,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=step.dagster_run_id,
         rows=manifest.rows["train"],
         details={"mlflow_run_id": run.run_id, "code_version": version_code},
     )

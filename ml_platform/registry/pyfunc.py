@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel
 
@@ -28,7 +29,9 @@ class PlatformModel(PythonModel):
 
         self.model = load_fitted(Path(context.artifacts["model"]))
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> Any:
         """Score ``model_input``.
 
         Args:
@@ -40,8 +43,6 @@ class PlatformModel(PythonModel):
             A DataFrame: ``prediction`` for binary and regression models, ``p_<i>`` per class
             for multiclass models.
         """
-        import pandas as pd
-
         prediction = self.model.predict(model_input)
         if prediction.ndim == 2:
             return pd.DataFrame({f"p_{i}": prediction[:, i] for i in range(prediction.shape[1])})

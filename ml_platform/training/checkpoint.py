@@ -214,15 +214,29 @@ def load_checkpoint(
     return checkpoint
 
 
+@dataclass(frozen=True)
+class TrainingState:
+    """What a checkpoint saves and restores besides the progress: the network and its optimizer.
+
+    Attributes:
+        module: The network.
+        optimizer: Its optimizer.
+        scaler: The fp16 gradient scaler, or None.
+        generator: The generator that shuffles the batches.
+    """
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator
+
+
 def checkpoint_payload(
     *,
     epoch: int,
     fingerprint: str,
     fields: Mapping[str, Any],
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    generator: torch.Generator,
+    state: TrainingState,
     progress: TrainingProgress,
     cuda_rng: torch.Tensor | None,
     rank_rng: list[Any] | None,
@@ -233,10 +247,7 @@ def checkpoint_payload(
         epoch: The epoch just completed.
         fingerprint: `fingerprint_of(fields)`.
         fields: The run's `fingerprint_fields`.
-        module: The network, with this epoch's weights.
-        optimizer: Its optimizer.
-        scaler: The fp16 gradient scaler, or None.
-        generator: The shuffling generator.
+        state: The network with this epoch's weights, its optimizer, scaler and generator.
         progress: Where training stands.
         cuda_rng: This process's CUDA RNG state when training on CUDA, else None.
         rank_rng: Under torchrun, [torch RNG state, CUDA RNG state or None] of every process.
@@ -249,16 +260,16 @@ def checkpoint_payload(
         "fingerprint": fingerprint,
         "fingerprint_fields": fields,
         "epoch": epoch,
-        "model": cpu_state(module),
-        "optimizer": optimizer.state_dict(),
-        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "model": cpu_state(state.module),
+        "optimizer": state.optimizer.state_dict(),
+        "grad_scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "best_state": progress.best_state,
         "best_loss": progress.best_loss,
         "best_epoch": progress.best_epoch,
         "epochs_without_improvement": progress.epochs_without_improvement,
         "stopped_early": progress.stopped_early,
         "history": progress.history,
-        "shuffle_generator": generator.get_state(),
+        "shuffle_generator": state.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": cuda_rng,
     }
@@ -270,10 +281,7 @@ def checkpoint_payload(
 def restore_checkpoint(
     checkpoint: Mapping[str, Any],
     *,
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    generator: torch.Generator,
+    state: TrainingState,
     seed: int,
     device: torch.device,
     rank: int | None,
@@ -283,10 +291,7 @@ def restore_checkpoint(
 
     Args:
         checkpoint: A payload returned by `load_checkpoint`.
-        module: The network, on `device`.
-        optimizer: Its optimizer.
-        scaler: The fp16 gradient scaler, or None.
-        generator: The shuffling generator.
+        state: The network (on `device`), its optimizer, scaler and generator.
         seed: The config's seed, to reseed a shuffle whose state was for another device.
         device: The device trained on.
         rank: This process's rank under torchrun, else None.
@@ -295,17 +300,17 @@ def restore_checkpoint(
     Returns:
         The progress the checkpoint recorded, with `resumed_from` set to its epoch.
     """
-    module.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scaler is not None and checkpoint["grad_scaler"] is not None:
-        scaler.load_state_dict(checkpoint["grad_scaler"])
+    state.module.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    if state.scaler is not None and checkpoint["grad_scaler"] is not None:
+        state.scaler.load_state_dict(checkpoint["grad_scaler"])
     try:
-        generator.set_state(checkpoint["shuffle_generator"])
+        state.generator.set_state(checkpoint["shuffle_generator"])
     except RuntimeError:
-        # Written with the data placed elsewhere (CPU vs GPU generator): the order of the
+        # Written with the data placed elsewhere (CPU vs GPU state.generator): the order of the
         # remaining epochs then differs from an uninterrupted run's, but every epoch still
         # sees all rows.
-        generator.manual_seed(seed + int(checkpoint["epoch"]))
+        state.generator.manual_seed(seed + int(checkpoint["epoch"]))
         log("the checkpoint's shuffle state is for another device; reseeding the shuffle")
     torch_rng, cuda_rng = checkpoint["torch_rng"], checkpoint["cuda_rng"]
     if rank is not None:

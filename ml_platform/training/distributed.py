@@ -39,9 +39,9 @@ from torch import distributed as dist
 from ml_platform.core.storage import read_parquet, write_atomically
 from ml_platform.training.config import TrainingConfig
 from ml_platform.training.model import TrainedModel
+from ml_platform.training.result import RESULT_FIELDS
 from ml_platform.training.schema import FeatureSchema
 from ml_platform.training.trainer import (
-    RESULT_FIELDS,
     TrainResult,
     check_serializable_params,
     train,

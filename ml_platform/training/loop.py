@@ -35,6 +35,7 @@ from ml_platform.training.batching import (
 from ml_platform.training.checkpoint import (
     CHECKPOINT_FILENAME,
     TrainingProgress,
+    TrainingState,
     checkpoint_payload,
     fingerprint_fields,
     fingerprint_of,
@@ -60,6 +61,7 @@ from ml_platform.training.ddp import (
     shard_indices,
 )
 from ml_platform.training.modules import check_output_shape
+from ml_platform.training.result import TrainingFacts
 from ml_platform.training.schema import TrainingDivergedError
 
 # Evaluation holds no activations for backward, so it can use larger batches than training.
@@ -68,31 +70,15 @@ MIN_EVAL_BATCH_SIZE = 8192
 _LOGGER = logging.getLogger(__name__)
 
 
-@dataclass
-class ArrayTrainResult:
-    """What `train_arrays` returns.
+@dataclass(kw_only=True)
+class ArrayTrainResult(TrainingFacts):
+    """What `train_arrays` returns: the facts of the run and the trained module.
 
     Attributes:
         module: The module with the best validation-loss weights, on CPU, in eval mode.
-        history: One dict per completed epoch, resumed ones included: epoch, train_loss,
-            validation_loss, and validation_accuracy for classification.
-        best_epoch: Epoch (1-based) whose weights were returned.
-        epochs_run: Epochs completed in total, resumed ones included.
-        resumed_from_epoch: Last completed epoch of the checkpoint resumed from, else None.
-        samples_per_second: Training rows processed per second of training loop in this call,
-            validation and checkpointing excluded; 0.0 when no epoch ran.
-        device: The device trained on, e.g. "cuda:0".
-        stopped_early: Whether early stopping ended training.
     """
 
     module: nn.Module
-    history: list[dict[str, float]]
-    best_epoch: int
-    epochs_run: int
-    resumed_from_epoch: int | None
-    samples_per_second: float
-    device: str
-    stopped_early: bool = False
 
 
 @dataclass
@@ -304,15 +290,17 @@ def _resume(run: _Run) -> TrainingProgress:
         return TrainingProgress()
     return restore_checkpoint(
         checkpoint,
-        module=run.module,
-        optimizer=run.optimizer,
-        scaler=run.scaler,
-        generator=run.generator,
+        state=_state(run),
         seed=run.config.seed,
         device=run.device,
         rank=run.ddp.rank if run.ddp is not None else None,
         log=run.log,
     )
+
+
+def _state(run: _Run) -> TrainingState:
+    """The part of the run a checkpoint saves and restores."""
+    return TrainingState(run.module, run.optimizer, run.scaler, run.generator)
 
 
 def _prepare_forward(run: _Run, progress: TrainingProgress) -> None:
@@ -480,10 +468,7 @@ def _write_checkpoint(run: _Run, progress: TrainingProgress, epoch: int) -> None
             epoch=epoch,
             fingerprint=run.fingerprint,
             fields=run.fields,
-            module=run.module,
-            optimizer=run.optimizer,
-            scaler=run.scaler,
-            generator=run.generator,
+            state=_state(run),
             progress=progress,
             cuda_rng=cuda_rng,
             rank_rng=rank_rng,

@@ -8,7 +8,6 @@ neither Dagster nor pandas (the callers' DataFrames bring pandas). Started by to
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,42 +19,22 @@ from ml_platform.training.loop import train_arrays
 from ml_platform.training.model import TrainedModel
 from ml_platform.training.modules import build_module
 from ml_platform.training.preprocessing import fit_preprocessor
+from ml_platform.training.result import RESULT_FIELDS, TrainingFacts
 from ml_platform.training.schema import FeatureSchema, ModelArchitectureError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-@dataclass
-class TrainResult:
-    """What `train` returns.
+@dataclass(kw_only=True)
+class TrainResult(TrainingFacts):
+    """What `train` returns: the facts of the run and the trained model.
 
     Attributes:
         model: The model with the best validation-loss weights.
-        history: One dict per completed epoch: epoch, train_loss, validation_loss, and
-            validation_accuracy for classification.
-        best_epoch: Epoch whose weights the model has.
-        epochs_run: Epochs completed in total, resumed ones included.
-        resumed_from_epoch: Last completed epoch of the checkpoint resumed from, else None.
-        samples_per_second: Training rows per second of training loop in this call.
-        device: The device trained on.
-        stopped_early: Whether early stopping ended training.
     """
 
     model: TrainedModel
-    history: list[dict[str, float]]
-    best_epoch: int
-    epochs_run: int
-    resumed_from_epoch: int | None
-    samples_per_second: float
-    device: str
-    stopped_early: bool = False
-
-
-# The facts of a run besides the model, shared with `ArrayTrainResult` and the torchrun result file.
-RESULT_FIELDS: tuple[str, ...] = tuple(
-    item.name for item in dataclasses.fields(TrainResult) if item.name != "model"
-)
 
 
 def check_serializable_params(model_params: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import DataGateFailed, build_training_set
 from ml_platform.features.store import apply_feature_repo
+from ml_platform.lifecycle.records import StepContext
 from ml_platform.lifecycle.train import train_model
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.spec.loading import load_project
@@ -71,7 +72,9 @@ def test_hostile_input_fails_the_gate_not_the_trainer(
         train_model(
             spec,
             resolved,
-            settings=settings,
-            registry=ModelRegistry.for_settings(settings),
-            audit=AuditLog(settings.audit_url),
+            StepContext(
+                settings=settings,
+                registry=ModelRegistry.for_settings(settings),
+                audit=AuditLog(settings.audit_url),
+            ),
         )

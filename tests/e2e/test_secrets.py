@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml_platform.definitions import build_definitions
 from ml_platform.core.settings import PlatformSettings
+from ml_platform.definitions import build_definitions
 from tests.e2e import loans
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -45,7 +45,8 @@ def _pickled_files(directory: Path) -> list[str]:
         if not path.is_file():
             continue
         head = path.read_bytes()[:2]
-        if path.suffix in (".pkl", ".pickle") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+        pickle_header = head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"
+        if path.suffix in (".pkl", ".pickle") or pickle_header:
             found.append(str(path.relative_to(directory)))
     return found
 

@@ -23,7 +23,7 @@ from resources import (
 )
 from resources.mlflow_tracking import DEFAULT_EXPERIMENT, MlflowTrackingResource
 
-TYPED_KEYS = {"storage", "registry", "feature_store", "audit", "mlflow"}
+TYPED_KEYS = {"storage", "registry", "feature_store", "audit", "mlflow", "lifecycle"}
 
 
 def test_local_resources_take_the_defaults_under_the_home(platform_home: Path) -> None:
@@ -37,6 +37,10 @@ def test_local_resources_take_the_defaults_under_the_home(platform_home: Path) -
     assert registry.model_registry_uri == registry.tracking_uri
     audit = resources["audit"].audit_log()  # type: ignore[attr-defined]
     assert audit.url == f"sqlite:///{platform_home / 'audit.db'}"
+    # The model assets' resource bundles the same four engines.
+    lifecycle = resources["lifecycle"]
+    for key in ("storage", "registry", "feature_store", "audit"):
+        assert getattr(lifecycle, key) == resources[key]
 
 
 def test_k8s_resources_read_every_required_location_from_the_environment(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from ml_platform.training.flavors.params import DEFAULT_ARCHITECTURE, validate_params
+from ml_platform.training.result import TrainingFacts
 from ml_platform.training.schema import ModelArchitectureError
 
 if TYPE_CHECKING:
@@ -97,30 +98,15 @@ def encode_truth(preprocessor: Preprocessor, frame: pd.DataFrame) -> np.ndarray:
     return frame[schema.label].to_numpy()
 
 
-@dataclass
-class FitResult:
-    """What `Flavor.fit` returns (the fields of the torch trainer's `TrainResult`).
+@dataclass(kw_only=True)
+class FitResult(TrainingFacts):
+    """What `Flavor.fit` returns: the facts of the run (`TrainingFacts`) and the fitted model.
 
     Attributes:
         model: The fitted model, at its best validation loss.
-        history: One dict per epoch (a boosting round for trees): epoch, train_loss,
-            validation_loss, and validation_accuracy for classification.
-        best_epoch: The epoch (1-based) whose state the model has.
-        epochs_run: Epochs completed in total, resumed ones included.
-        resumed_from_epoch: Last completed epoch of the checkpoint resumed from, else None.
-        samples_per_second: Training rows per second of training in this call.
-        device: The device trained on.
-        stopped_early: Whether early stopping ended training.
     """
 
     model: FittedModel
-    history: list[dict[str, float]]
-    best_epoch: int
-    epochs_run: int
-    resumed_from_epoch: int | None
-    samples_per_second: float
-    device: str
-    stopped_early: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,13 @@ from ml_platform.training.flavors.base import (
     encode_truth,
 )
 from ml_platform.training.model import TrainedModel
+from ml_platform.training.result import RESULT_FIELDS
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from ml_platform.training.trainer import TrainResult
 
 
 class TorchModel(TrainedModel):
@@ -53,6 +56,20 @@ class TorchModel(TrainedModel):
         write_atomically(path, lambda temporary: temporary.write_text(text))
 
 
+def fit_result(result: TrainResult) -> FitResult:
+    """The trainer's result (in process or from torchrun) as the flavor protocol's.
+
+    Args:
+        result: What `training.trainer.train` or `training.distributed.train_with_torchrun`
+            returned.
+
+    Returns:
+        The same facts, the model as a `TorchModel`.
+    """
+    facts = {name: getattr(result, name) for name in RESULT_FIELDS}
+    return FitResult(model=TorchModel.of(result.model), **facts)
+
+
 class TorchFlavor(Flavor):
     """Trains an MLP or a custom ``nn.Module`` with the platform's PyTorch trainer."""
 
@@ -74,8 +91,7 @@ class TorchFlavor(Flavor):
             on_epoch_end=job.on_epoch_end,
             log=job.log,
         )
-        facts = {field.name: getattr(result, field.name) for field in fields(FitResult)}
-        return FitResult(**{**facts, "model": TorchModel.of(result.model)})
+        return fit_result(result)
 
     def load(self, directory: str | Path) -> TorchModel:
         """Loads a model saved by this flavor or by `TrainedModel.save`, without pickle.
