@@ -17,14 +17,18 @@ can pass other resources or call the functions with their own engines.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings, deployment, platform_home
-from ml_platform.lifecycle.records import StepContext
-from ml_platform.registry.client import ModelRegistry
 from resources.mlflow_tracking import MlflowTrackingResource
+
+if TYPE_CHECKING:
+    # The engines are built when a step runs: loading the code location imports none of them.
+    from ml_platform.core.audit import AuditLog
+    from ml_platform.lifecycle.records import StepContext
+    from ml_platform.registry.client import ModelRegistry
 
 __all__ = [
     "AuditLogResource",
@@ -85,6 +89,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
     def registry(self) -> ModelRegistry:
         """A registry on this backend; build it once per step and pass it on (one client)."""
+        from ml_platform.registry.client import ModelRegistry
+
         defaults = _defaults()
         tracking_uri = self.tracking_uri or defaults.mlflow_tracking_uri
         return ModelRegistry(
@@ -146,6 +152,8 @@ class AuditLogResource(dg.ConfigurableResource):
 
     def audit_log(self) -> AuditLog:
         """The audit log at this URL (its engine and tables are made once per process)."""
+        from ml_platform.core.audit import AuditLog
+
         return AuditLog(self.url or _defaults().audit_url)
 
 
@@ -173,6 +181,8 @@ class LifecycleResource(dg.ConfigurableResource):
         Returns:
             The locations (with this feature store), one registry client and the audit log.
         """
+        from ml_platform.lifecycle.records import StepContext
+
         return StepContext(
             settings=self.feature_store.settings(self.storage),
             registry=self.registry.registry(),
