@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
 export DAGSTER_HOME ?= $(ML_PLATFORM_HOME)/dagster
 
-.PHONY: install demo demo-1m dev mlflow test lint typecheck clean
+.PHONY: install demo demo-1m demo-drift dev mlflow test lint typecheck clean
 
 $(BIN)/ml-platform: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: install  ## run the example end to end (100k payments) and print the champ
 
 demo-1m: install  ## the same with 1,000,000 payments
 	$(BIN)/ml-platform demo --rows 1000000
+
+demo-drift: install  ## train, score drifted data, report drift, let the sensor retrain
+	$(BIN)/ml-platform demo --drift
 
 dev: install  ## Dagster UI + daemon on the same instance as the demo (http://127.0.0.1:3000)
 	mkdir -p $(DAGSTER_HOME)

@@ -1,8 +1,10 @@
-"""Per model, the jobs that schedules, sensors and people launch: training and scoring.
+"""Per model, the jobs that schedules, sensors and people launch: training, scoring, monitoring.
 
 Selections are explicit key lists, so a job shows what it runs: training builds the model's
 generated sources and feature views, then training set, model, evaluation and champion; scoring
-builds predictions only.
+builds predictions only; monitoring builds predictions and the drift report. Monitoring scores
+before it reports because a drift report judges the newest scored window: run alone on an old
+window it would report the same drift event again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from assets.keys import (
     TRAINING_ASSETS,
     feature_key,
     model_key,
+    monitoring_job_name,
     scoring_job_name,
     source_key,
     training_job_name,
@@ -54,14 +57,15 @@ def training_selection(catalog: Catalog, model: str) -> dg.AssetSelection:
 
 
 def build_jobs(catalog: Catalog) -> list[UnresolvedAssetJobDefinition]:
-    """Per model: a training job (sources to champion) and a scoring job (predictions).
+    """Per model: training (sources to champion), scoring (predictions), monitoring jobs.
 
     Args:
         catalog: the loaded specs; each model's compute profile sets its training run's tags
             (maximum runtime).
 
     Returns:
-        The jobs, named by ``training_job_name`` and ``scoring_job_name``.
+        The jobs, named by ``training_job_name``, ``scoring_job_name`` and
+        ``monitoring_job_name``.
     """
     jobs = []
     profiles = load_profiles()
@@ -80,6 +84,17 @@ def build_jobs(catalog: Catalog) -> list[UnresolvedAssetJobDefinition]:
                 scoring_job_name(name),
                 selection=dg.AssetSelection.assets(model_key(name, "predictions")),
                 description=f"Score the newest data with the {name} champion.",
+                tags={MODEL_TAG: name},
+            )
+        )
+        jobs.append(
+            dg.define_asset_job(
+                monitoring_job_name(name),
+                selection=dg.AssetSelection.assets(
+                    model_key(name, "predictions"), model_key(name, "drift_report")
+                ),
+                description=f"Score the newest data with the {name} champion and compare it "
+                "with the champion's training reference (drift report).",
                 tags={MODEL_TAG: name},
             )
         )

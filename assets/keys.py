@@ -7,16 +7,20 @@ the command line import their names from here, so a name is written once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
 
 SOURCES_GROUP = "sources"
 FEATURES_GROUP = "features"
 INVALID_SPECS_GROUP = "invalid_specs"
 
-MODEL_ASSETS = ("training_set", "model", "evaluation", "champion", "predictions")
+MODEL_ASSETS = ("training_set", "model", "evaluation", "champion", "predictions", "drift_report")
 """The assets of every model, upstream first; the asset group is the model's name."""
-TRAINING_ASSETS = MODEL_ASSETS[:-1]
+TRAINING_ASSETS = ("training_set", "model", "evaluation", "champion")
 """The model assets a training run builds (scoring builds ``predictions``)."""
+MONITORING_ASSETS = ("predictions", "drift_report")
+"""The model assets a monitoring run builds: score the newest data, then report its drift."""
 
 MODEL_TAG = "ml_platform/model"
 """Run and schedule tag naming the model a run works on (read by the failure alerts)."""
@@ -27,6 +31,13 @@ DATA_GATE = "data_quality"
 DATA_GATE_DESCRIPTION = (
     "Great Expectations suite (spec gates.data plus schema defaults) on this data. Blocking: "
     "nothing downstream runs on data that fails it."
+)
+NO_SIGNIFICANT_DRIFT = "no_significant_drift"
+NO_SIGNIFICANT_DRIFT_DESCRIPTION = (
+    "The scored window has not drifted from the champion's training reference: fewer than "
+    "monitoring.drift_share of the inputs drifted, the prediction did not drift, and the primary "
+    "metric on newly labelled rows did not drop past monitoring.retrain_on.performance_drop. "
+    "Severity WARN: drift does not block scoring; a window too small for a verdict passes."
 )
 EVALUATION_GATE_DESCRIPTIONS = {
     "metrics_meet_thresholds": "Test metrics meet the spec's gates.evaluation.min/max.",
@@ -92,26 +103,65 @@ def invalid_spec_key(spec_file: str, index: int) -> dg.AssetKey:
     return dg.AssetKey([INVALID_SPECS_GROUP, f"{safe}_{index}"])
 
 
-def training_job_name(model: str) -> str:
-    """The job that builds features and the training set, trains, evaluates and promotes."""
-    return f"{model}_training"
+def _model_name(suffix: str, doc: str) -> Callable[[str], str]:
+    """A function naming a model's Dagster object ``<model>_<suffix>``, documented by ``doc``."""
+
+    def name(model: str) -> str:
+        return f"{model}_{suffix}"
+
+    name.__doc__ = doc
+    return name
 
 
-def scoring_job_name(model: str) -> str:
-    """The job that scores the newest data with the champion."""
-    return f"{model}_scoring"
+training_job_name = _model_name(
+    "training", "The job that builds features and the training set, trains, evaluates and promotes."
+)
 
 
-def override_job_name(model: str) -> str:
-    """The job that forces a version to champion, bypassing the gates."""
-    return f"{model}_promote_override"
+scoring_job_name = _model_name("scoring", "The job that scores the newest data with the champion.")
 
 
-def retraining_schedule_name(model: str) -> str:
-    """The schedule that runs the training job on the spec's ``retraining.schedule``."""
-    return f"{model}_retraining_schedule"
+override_job_name = _model_name(
+    "promote_override", "The job that forces a version to champion, bypassing the gates."
+)
 
 
-def new_labels_sensor_name(model: str) -> str:
-    """The sensor that runs the training job when the model's label source changes."""
-    return f"{model}_new_labels_sensor"
+retraining_schedule_name = _model_name(
+    "retraining_schedule",
+    "The schedule that runs the training job on the spec's ``retraining.schedule``.",
+)
+
+
+new_labels_sensor_name = _model_name(
+    "new_labels_sensor",
+    "The sensor that runs the training job when the model's label source changes.",
+)
+
+
+DRIFT_EVENT_TAG = "ml_platform/drift_event"
+"""Run tag of a drift-triggered training run: the drift report or external alert id."""
+DRIFT_REASONS_TAG = "ml_platform/drift_reasons"
+"""Run tag of a drift-triggered training run: what fired (``retrain_on`` triggers, alerts)."""
+
+
+monitoring_job_name = _model_name(
+    "monitoring",
+    "The job that scores the newest data and reports its drift (predictions + drift_report).",
+)
+
+
+monitoring_schedule_name = _model_name(
+    "monitoring_schedule",
+    "The schedule that runs the monitoring job on the spec's ``monitoring.schedule``.",
+)
+
+
+scoring_schedule_name = _model_name(
+    "scoring_schedule", "The schedule that runs the scoring job on the spec's ``scoring.schedule``."
+)
+
+
+drift_sensor_name = _model_name(
+    "drift_sensor",
+    "The sensor that runs the training job when drift crosses ``monitoring.retrain_on``.",
+)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from assets.keys import DATA_GATE
+from assets.keys import DATA_GATE, NO_SIGNIFICANT_DRIFT
 from ml_platform.core.helpers import json_safe
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ml_platform.evaluation.report import EvaluationReport
     from ml_platform.features.materialize import ViewSummary
     from ml_platform.gates.report import GateReport
-    from ml_platform.lifecycle.records import ModelRecord, PredictionRecord
+    from ml_platform.lifecycle.records import DriftReportRecord, ModelRecord, PredictionRecord
     from ml_platform.spec.errors import SpecError
 
 MAX_FAILURES_SHOWN = 20
@@ -206,6 +206,104 @@ def predictions_metadata(record: PredictionRecord) -> Metadata:
         "path": record.path,
         "data_snapshot_id": record.data_snapshot_id,
     }
+
+
+def _number(value: float | None) -> float | None:
+    """A float the UI can plot, or None for a value that is absent or not finite."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+def _link(location: str) -> dg.MetadataValue:
+    """A file location as the UI links it: a URL for object stores and web, else a path."""
+    return dg.MetadataValue.url(location) if "://" in location else dg.MetadataValue.path(location)
+
+
+def drift_columns_markdown(record: DriftReportRecord) -> str:
+    """Every judged column (inputs, then the prediction) as a markdown table."""
+    lines = ["| column | test | score | threshold | verdict |", "|---|---|---|---|---|"]
+    for verdict in record.column_verdicts:
+        score, threshold = verdict.get("score"), verdict.get("threshold")
+        outcome = verdict["status"] if verdict["status"] != "ok" else "no drift"
+        if verdict.get("reason") and verdict["status"] != "drift":
+            outcome = f"{outcome}: {verdict['reason']}"
+        lines.append(
+            f"| {verdict['column']} | {verdict.get('test') or '-'} | "
+            f"{'-' if score is None else f'{score:.4g}'} | "
+            f"{'-' if threshold is None else f'{threshold:g}'} | {outcome} |"
+        )
+    return "\n".join(lines)
+
+
+def drift_report_metadata(record: DriftReportRecord) -> Metadata:
+    """A drift report: the numbers the UI plots over time, the verdicts, the Evidently report.
+
+    Per input column ``drift_score/<column>`` (the test's distance or p-value), ``drift_share``,
+    ``prediction_drift_score`` and ``performance_current/_reference/_drop`` are floats, so the
+    catalog plots each of them across materializations; absent values are left out.
+    """
+    metadata: Metadata = {
+        "status": record.status,
+        "model_version": record.model_version,
+        "report_id": record.report_id,
+        "rows": record.rows,
+        "drift_share": float(record.drift_share),
+        "drift_share_threshold": float(record.drift_share_threshold),
+        "drifted_features": ", ".join(record.drifted_features) or "none",
+        "prediction_drift": record.prediction_drift,
+        "retrain_reasons": ", ".join(record.retrain_reasons) or "none",
+        "data_snapshot_id": record.data_snapshot_id,
+        "predictions": record.predictions_path,
+        "columns": dg.MetadataValue.md(drift_columns_markdown(record)),
+    }
+    scores = {f"drift_score/{c}": _number(s) for c, s in record.feature_scores.items()}
+    scores["prediction_drift_score"] = _number(record.prediction_drift_score)
+    performance = record.performance
+    if performance is not None:
+        metadata["performance_metric"] = performance.metric
+        metadata["performance_status"] = performance.status
+        metadata["performance_rows"] = performance.rows
+        scores["performance_current"] = _number(performance.current)
+        scores["performance_reference"] = _number(performance.reference)
+        scores["performance_drop"] = _number(performance.drop)
+    metadata.update({key: value for key, value in scores.items() if value is not None})
+    if record.reason:
+        metadata["reason"] = record.reason
+    if record.html_path:
+        metadata["html_report"] = _link(record.html_path)
+    if record.report_path:
+        metadata["report_json"] = _link(record.report_path)
+    return metadata
+
+
+def drift_check_result(record: DriftReportRecord) -> dg.AssetCheckResult:
+    """A drift report as the ``no_significant_drift`` check (WARN: drift never blocks scoring).
+
+    A window too small for a verdict passes, its description saying so.
+    """
+    if record.status == "insufficient_data":
+        description = f"insufficient data: {record.reason or 'too few rows for a verdict'}"
+    elif record.drifted:
+        description = f"drift: {record.reason or ', '.join(record.drifted_features)}"
+    else:
+        description = (
+            f"no significant drift: {len(record.drifted_features)} drifted input(s), "
+            f"drift share {record.drift_share:.0%} < {record.drift_share_threshold:.0%}"
+        )
+    return dg.AssetCheckResult(
+        check_name=NO_SIGNIFICANT_DRIFT,
+        passed=not record.drifted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description[:1000],
+        metadata={
+            "status": record.status,
+            "drift_share": float(record.drift_share),
+            "drifted_features": ", ".join(record.drifted_features) or "none",
+            "prediction_drift": record.prediction_drift,
+            "report_id": record.report_id,
+        },
+    )
 
 
 def invalid_spec_metadata(error: SpecError) -> Metadata:

@@ -1,13 +1,14 @@
-"""A model's assets: training_set -> model -> evaluation -> champion -> predictions.
+"""A model's assets: training_set -> model -> evaluation -> champion -> predictions -> drift_report.
 
 One builder per asset. Each body calls one ``ml_platform.lifecycle`` step (imported inside the
 body, so that loading the code location stays fast) and returns the metadata that
 ``assets.metadata`` renders from the step's record. The asset group is the model's name.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -18,12 +19,16 @@ from assets.keys import (
     DATA_GATE,
     DATA_GATE_DESCRIPTION,
     EVALUATION_GATE_DESCRIPTIONS,
+    NO_SIGNIFICANT_DRIFT,
+    NO_SIGNIFICANT_DRIFT_DESCRIPTION,
     feature_key,
     model_key,
     source_key,
 )
 from assets.metadata import (
     champion_metadata,
+    drift_check_result,
+    drift_report_metadata,
     evaluation_check_results,
     evaluation_metadata,
     failed_training_set_metadata,
@@ -69,7 +74,8 @@ def _model_asset(
     asset: str,
     deps: Sequence[dg.AssetKey],
     kinds: set[str],
-    check_specs: Sequence[dg.AssetCheckSpec] | None = None,
+    checks: Mapping[str, str] | None = None,
+    blocking: bool = True,
     step: _Step | None = None,
 ) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
     """The decorator of one of a model's assets: its key, group, owners and automation.
@@ -79,15 +85,21 @@ def _model_asset(
         asset: one of ``MODEL_ASSETS``.
         deps: the upstream asset keys.
         kinds: the kinds the catalog shows.
-        check_specs: the asset's blocking checks.
+        checks: the asset's checks, name to description.
+        blocking: whether the checks block what is downstream (gates) or only warn (drift).
         step: how the asset's step runs (compute profile), for the training step.
 
     Returns:
         ``dg.asset`` with those arguments.
     """
     step = step or _Step()
+    key = model_key(model.name, asset)
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description)
+        for name, description in (checks or {}).items()
+    ]
     return dg.asset(
-        key=model_key(model.name, asset),
+        key=key,
         deps=deps,
         group_name=model.name,
         owners=[model.owner] if "@" in model.owner else [],
@@ -123,18 +135,13 @@ def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
         The asset, with its blocking data gate; it depends on the label source and the views.
     """
     resolved = catalog.resolved[model.name]
-    key = model_key(model.name, "training_set")
 
     @_model_asset(
         model,
         "training_set",
         deps=[source_key(model.label.source), *map(feature_key, resolved.feature_views)],
         kinds={"parquet", "feast"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                DATA_GATE, asset=key, blocking=True, description=DATA_GATE_DESCRIPTION
-            )
-        ],
+        checks={DATA_GATE: DATA_GATE_DESCRIPTION},
     )
     def training_set(
         context: AssetExecutionContext, lifecycle: LifecycleResource
@@ -209,19 +216,13 @@ def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
     Returns:
         The asset, with one blocking check per evaluation gate.
     """
-    key = model_key(model.name, "evaluation")
 
     @_model_asset(
         model,
         "evaluation",
         deps=[model_key(model.name, "model")],
         kinds={"mlflow"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                gate, asset=key, blocking=True, description=EVALUATION_GATE_DESCRIPTIONS[gate]
-            )
-            for gate in EVALUATION_GATES
-        ],
+        checks={gate: EVALUATION_GATE_DESCRIPTIONS[gate] for gate in EVALUATION_GATES},
     )
     def evaluation(
         context: AssetExecutionContext, lifecycle: LifecycleResource
@@ -296,8 +297,77 @@ def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefi
     return predictions
 
 
+class DriftWindowConfig(dg.Config):
+    """The scored window a drift report judges; nothing set means the newest predictions.
+
+    Attributes:
+        start: The first row timestamp judged (ISO 8601; UTC when no offset is given).
+        end: The first row timestamp no longer judged (ISO 8601).
+        predictions_path: One predictions parquet file to judge instead of the newest.
+    """
+
+    start: str | None = None
+    end: str | None = None
+    predictions_path: str | None = None
+
+
+def _timestamp(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 config value as a datetime (the library takes a naive one as UTC)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise dg.Failure(
+            description=f"drift_report config {field}: '{value}' is not an ISO 8601 timestamp "
+            "(e.g. '2025-06-01T00:00:00Z')",
+            allow_retries=False,
+        ) from None
+
+
+def build_drift_report_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
+    """``<model>/drift_report``: the newest scored window judged against the training reference.
+
+    Args:
+        model: the model's spec (its ``monitoring`` section).
+        catalog: the loaded specs (the label source, for performance drift).
+
+    Returns:
+        The asset, with its ``no_significant_drift`` check (severity WARN: never blocking).
+    """
+    resolved = catalog.resolved[model.name]
+
+    @_model_asset(
+        model,
+        "drift_report",
+        deps=[model_key(model.name, "predictions")],
+        kinds={"evidently"},
+        checks={NO_SIGNIFICANT_DRIFT: NO_SIGNIFICANT_DRIFT_DESCRIPTION},
+        blocking=False,
+    )
+    def drift_report(
+        context: AssetExecutionContext, config: DriftWindowConfig, lifecycle: LifecycleResource
+    ) -> dg.MaterializeResult:
+        """Per-feature, prediction and performance drift of the newest scored window vs training."""
+        from ml_platform.lifecycle.monitor import ScoredWindow, monitor_drift
+
+        window = ScoredWindow(
+            start=_timestamp(config.start, "start"),
+            end=_timestamp(config.end, "end"),
+            predictions_path=config.predictions_path or None,
+        )
+        record = monitor_drift(model, resolved, catalog, lifecycle.step(context), window=window)
+        return dg.MaterializeResult(
+            metadata=drift_report_metadata(record),
+            check_results=[drift_check_result(record)],
+            data_version=dg.DataVersion(record.report_id),
+        )
+
+    return drift_report
+
+
 def build_model_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
-    """The five assets of every model of the catalog, in ``MODEL_ASSETS`` order per model."""
+    """The six assets of every model of the catalog, in ``MODEL_ASSETS`` order per model."""
     built: list[dg.AssetsDefinition] = []
     for model in catalog.models.values():
         built += [
@@ -306,5 +376,6 @@ def build_model_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
             build_evaluation_asset(model),
             build_champion_asset(model),
             build_predictions_asset(model, catalog),
+            build_drift_report_asset(model, catalog),
         ]
     return built

@@ -1,1 +1,1 @@
-"""Schedules and sensors built from the specs: retraining cadence, new data, automation, alerts."""
+"""Schedules and sensors from the specs: cadences, new data, drift, automation, alerts."""

@@ -180,7 +180,8 @@ def validate_settings(
         days: length of the period in days, 30 to 3,650.
         n_customers: customer count; None means about one customer per 20 payments.
         n_merchants: merchant count; None means about one merchant per 200 payments.
-        drift_start: first instant of the drift, inside the period, or None.
+        drift_start: first instant of the drift, inside the period; None or "" for no drift
+            (a spec can then turn drift on with ``"${SOME_VARIABLE:-}"``).
         drift_strength: size of the drift, 0 to 5.
 
     Returns:
@@ -201,7 +202,7 @@ def validate_settings(
     start_us = _parse_instant("start", start)
     end_us = start_us + days * US_PER_DAY
     drift_start_us = None
-    if drift_start is not None:
+    if drift_start is not None and drift_start != "":
         drift_start_us = _parse_instant("drift_start", drift_start)
         if not start_us <= drift_start_us < end_us:
             raise ValueError(

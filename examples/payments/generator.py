@@ -54,7 +54,8 @@ def generate(
         days: Length of the period in days, 30 to 3,650.
         n_customers: Customer count; defaults to about one customer per 20 payments.
         n_merchants: Merchant count; defaults to about one merchant per 200 payments.
-        drift_start: If set, payments at or after this instant drift (see `generate_frames`).
+        drift_start: If set (not None or ""), payments at or after this instant drift (see
+            `generate_frames`).
         drift_strength: Size of the drift, 0 (none) to 5; 1 is the reference drift.
 
     Returns:
@@ -111,7 +112,7 @@ def generate_frames(
         days: Length of the period in days, 30 to 3,650.
         n_customers: Customer count; defaults to about one customer per 20 payments.
         n_merchants: Merchant count; defaults to about one merchant per 200 payments.
-        drift_start: If set, payments at or after this instant drift.
+        drift_start: If set (not None or ""), payments at or after this instant drift.
         drift_strength: Size of the drift, 0 (none) to 5; 1 is the reference drift.
 
     Returns:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
 import importlib
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 
 def json_safe(value: Any) -> Any:
@@ -92,3 +93,21 @@ def did_you_mean(value: str, choices: Iterable[str], listing: str = "known") -> 
 def unknown(kind: str, value: str, known: Iterable[str]) -> str:
     """``unknown <kind> '<value>' (did you mean ...?)``: the message for a name not found."""
     return f"unknown {kind} '{value}' ({did_you_mean(value, known)})"
+
+
+class JsonDataclass:
+    """Mixin for dataclasses stored as JSON: ``to_dict`` and ``from_dict`` of the init fields.
+
+    ``from_dict`` ignores keys the class no longer has and lets fields added since take their
+    defaults, so records written by an older version still load.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``from_dict`` reads it back)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Read what ``to_dict`` wrote."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from ml_platform.core import storage
 from ml_platform.core.audit import AuditLog
+from ml_platform.core.helpers import JsonDataclass
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.report import EvaluationReport
+from ml_platform.monitoring.performance import PerformanceVerdict
 from ml_platform.registry.client import ModelRegistry
 
 Log = Callable[[str], None]
@@ -111,6 +113,82 @@ class PredictionRecord:
         return asdict(self)
 
 
+DriftStatus = Literal["ok", "drift", "insufficient_data"]
+
+
+@dataclass(frozen=True)
+class DriftReportRecord(JsonDataclass):
+    """One drift report (the ``<model>/drift_report`` asset's current record).
+
+    Attributes:
+        model: The model (spec) name.
+        model_version: The champion version whose training reference the window was compared with.
+        report_id: The drift event id: a stable hash of model, version and the scored window's
+            snapshot id (the same window against the same version gives the same id).
+        status: ``ok``, ``drift`` (data drift share reached ``monitoring.drift_share``, or the
+            prediction drifted) or ``insufficient_data`` (fewer rows than ``monitoring.min_rows``;
+            never ``drift``).
+        drift_share: Share of the monitored input columns that drifted.
+        drifted_features: The drifted input columns, in spec order.
+        prediction_drift: Whether the model's output distribution drifted.
+        performance: Performance drift on rows whose labels arrived, or None when the window has
+            no label source to read.
+        rows: Rows in the window.
+        html_path: The Evidently HTML report (path or URL), None when none was written.
+        created_at: When the report was made (ISO 8601, UTC).
+        retrain_reasons: The spec's ``monitoring.retrain_on`` triggers that fired
+            (``drift_share``, ``prediction_drift``, ``performance_drop``); empty means no
+            retraining is wanted.
+        data_snapshot_id: Fingerprint of the scored window's rows.
+        predictions_path: The predictions parquet file the window came from.
+        feature_scores: Per input column, the drift test's score (None when it had no verdict).
+        prediction_drift_score: The prediction drift test's score, if any.
+        drift_share_threshold: The data drift share at which the window counts as drifted.
+        reason: Why the status is what it is, in one line (for ``insufficient_data`` and drift).
+        report_path: The full JSON report (every column's test, score, threshold and verdict).
+        dagster_run_id: The Dagster run that made the report, if any.
+        column_verdicts: Per input column, then ``prediction``: its test, score, threshold,
+            status and reason (``ColumnVerdict.to_dict()``).
+    """
+
+    model: str
+    model_version: str
+    report_id: str
+    status: DriftStatus
+    drift_share: float
+    drifted_features: list[str]
+    prediction_drift: bool
+    performance: PerformanceVerdict | None
+    rows: int
+    html_path: str | None
+    created_at: str
+    retrain_reasons: list[str]
+    data_snapshot_id: str = ""
+    predictions_path: str = ""
+    feature_scores: dict[str, float | None] = field(default_factory=dict)
+    prediction_drift_score: float | None = None
+    drift_share_threshold: float = 0.5
+    reason: str | None = None
+    report_path: str | None = None
+    dagster_run_id: str | None = None
+    column_verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        """Whether the window drifted (inputs or prediction)."""
+        return self.status == "drift"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftReportRecord:
+        """Read what ``to_dict`` wrote."""
+        values = dict(data)
+        performance = values.get("performance")
+        values["performance"] = (
+            None if performance is None else PerformanceVerdict.from_dict(performance)
+        )
+        return cls(**values)
+
+
 def model_root(settings: PlatformSettings, model: str, *parts: str) -> str:
     """The directory of a model's lifecycle outputs under the artifact root.
 
@@ -125,11 +203,15 @@ def model_root(settings: PlatformSettings, model: str, *parts: str) -> str:
     return settings.artifact_path("models", model, *parts)
 
 
-def _current(settings: PlatformSettings, model: str, step: str, missing: str) -> dict[str, Any]:
+def _current(
+    settings: PlatformSettings, model: str, step: str, missing: str, asset: str | None = None
+) -> dict[str, Any]:
     """The pointer record of ``step``'s last good output; FileNotFoundError saying ``missing``."""
     record = storage.read_pointer(model_root(settings, model, step))
     if record is None:
-        raise FileNotFoundError(f"model '{model}' has {missing}; materialize '{model}/{step}'")
+        raise FileNotFoundError(
+            f"model '{model}' has {missing}; materialize '{model}/{asset or step}'"
+        )
     return record
 
 
@@ -149,3 +231,14 @@ def current_evaluation(settings: PlatformSettings, model: str) -> EvaluationRepo
         FileNotFoundError: The model was never evaluated.
     """
     return EvaluationReport.from_dict(_current(settings, model, "evaluation", "no evaluation"))
+
+
+def current_drift_report(settings: PlatformSettings, model: str) -> DriftReportRecord:
+    """The newest drift report written by ``monitor_drift``.
+
+    Raises:
+        FileNotFoundError: No drift report was made for the model yet.
+    """
+    return DriftReportRecord.from_dict(
+        _current(settings, model, "drift", "no drift report", "drift_report")
+    )

@@ -20,8 +20,9 @@ def score(
 ) -> PredictionRecord:
     """Score the newest data with the champion and append an audit record.
 
-    The output keeps the scored rows' identifiers and timestamp (not the model inputs) with one
-    ``score`` column, or ``score_<i>`` per class for multiclass, the version and the time.
+    The output keeps the scored rows' identifiers, timestamp and model inputs (what drift
+    monitoring compares with the champion's training reference), with one ``score`` column, or
+    ``score_<i>`` per class for multiclass, the version and the time.
 
     Args:
         spec: The model spec (``scoring.source``, else the label source, is scored).
@@ -45,7 +46,7 @@ def score(
     frame = build_scoring_set(spec, resolved, catalog, step.settings)
     prediction = model.predict(frame)
     scored_at = datetime.now(UTC)
-    output = frame.drop(columns=[c for c in resolved.model_inputs if c in frame.columns])
+    output = frame.copy()
     if prediction.ndim == 2:
         for i in range(prediction.shape[1]):
             output[f"score_{i}"] = prediction[:, i]

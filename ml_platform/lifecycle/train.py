@@ -19,6 +19,7 @@ from ml_platform.core import storage
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
 from ml_platform.lifecycle.records import Log, ModelRecord, StepContext, model_root
+from ml_platform.lifecycle.reference import compute_version_reference, store_reference
 from ml_platform.registry.client import TrainingRun
 from ml_platform.registry.code_version import code_version
 from ml_platform.registry.tags import (
@@ -285,7 +286,9 @@ def train_model(
 
     Checkpoints go to a directory keyed by data snapshot and parameters, so a retried step
     (preemption, eviction, kill) resumes from the last finished epoch. The version is registered
-    only after training completed, so no partial model is ever registered.
+    only after training completed, so no partial model is ever registered. Its drift reference
+    (training inputs and validation predictions, see ``lifecycle.reference``) is computed before
+    and stored with it.
 
     Args:
         spec: The model spec; ``model.flavor`` chooses the flavor that fits it.
@@ -320,8 +323,18 @@ def train_model(
             spec, schema, manifest, frames, config, profile, checkpoint_dir, run, step.log
         )
         validation_loss = _log_summary(run, result, step.log)
+        # Before registering: a version without its drift reference is never registered.
+        reference = compute_version_reference(schema, *frames, result.model)
         inputs = frames[0].loc[:, resolved.model_inputs]
         version = step.registry.log_model_version(run, result.model, spec.name, inputs)
+        store_reference(
+            reference,
+            settings=step.settings,
+            registry=step.registry,
+            model=spec.name,
+            version=version,
+            run_id=run.run_id,
+        )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     record = _model_record(
         spec.name, version, run, manifest.snapshot_id, version_code, result, validation_loss

@@ -53,6 +53,9 @@ FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {
 }
 COMMON_PACKAGES = ("pandas", "numpy")
 
+# Where a version's drift reference lives among its training run's artifacts.
+REFERENCE_ARTIFACTS = "reference"
+
 # The environment variables MLflow's set_tracking_uri / set_registry_uri export.
 _EXPORTED = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -358,6 +361,66 @@ class ModelRegistry:
         ]
         self.client.log_batch(run_id, metrics=batch, synchronous=True)
         self.client.log_dict(run_id, report, "evaluation/report.json")
+
+    def log_reference(self, run_id: str, statistics: dict[str, Any], sample: pd.DataFrame) -> None:
+        """Add a version's drift reference to its training run, under ``reference/``.
+
+        Args:
+            run_id: The training run of the version.
+            statistics: The reference statistics (``ReferenceStatistics.to_dict()``), stored as
+                ``reference/statistics.json``.
+            sample: The bounded sample of training inputs the drift report shows, stored as
+                ``reference/sample.parquet``.
+        """
+        self.client.log_dict(run_id, statistics, f"{REFERENCE_ARTIFACTS}/statistics.json")
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "sample.parquet"
+            sample.to_parquet(path, index=False)
+            self.client.log_artifact(run_id, str(path), REFERENCE_ARTIFACTS)
+
+    def download_reference(self, model_name: str, version: str, directory: str) -> Path:
+        """Download the drift reference logged with a version (see ``log_reference``).
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+            directory: A local directory to download into.
+
+        Returns:
+            The local ``reference`` directory (``statistics.json``, ``sample.parquet``).
+
+        Raises:
+            FileNotFoundError: The version's run has no reference (trained before drift
+                monitoring existed).
+        """
+        from mlflow.exceptions import MlflowException
+
+        run_id = self.client.get_model_version(model_name, version).run_id
+        try:
+            local = self.client.download_artifacts(str(run_id), REFERENCE_ARTIFACTS, directory)
+        except (MlflowException, OSError) as error:
+            raise FileNotFoundError(
+                f"version {version} of '{model_name}' has no drift reference in MLflow run "
+                f"{run_id} ({error}); retrain the model to record one"
+            ) from None
+        return Path(local)
+
+    def version_metric(self, model_name: str, version: str, metric: str) -> float | None:
+        """A test metric of a version, as its evaluation logged it (``test_<metric>``).
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+            metric: The metric name (``roc_auc``, ``rmse``...).
+
+        Returns:
+            The value, or None when the version was never evaluated on it.
+        """
+        run_id = self.client.get_model_version(model_name, version).run_id
+        if not run_id:
+            return None
+        value = self.client.get_run(run_id).data.metrics.get(f"test_{metric}")
+        return None if value is None else float(value)
 
     def champion_version(self, model_name: str) -> str | None:
         """The version the ``champion`` alias points at.

@@ -149,11 +149,22 @@ class PromotionSpec(StrictSpec):
     min_improvement: float = Field(default=0.0, ge=0)
 
 
+def _cron(value: str | None) -> str | None:
+    """``value`` if it is a 5-field cron expression (or None); ValueError otherwise."""
+    if value is not None and len(value.split()) != 5:
+        raise ValueError(f"'{value}' is not a 5-field cron expression, e.g. '0 3 * * 1'")
+    return value
+
+
 class ScoringSpec(StrictSpec):
-    """Batch scoring: the source to score (default: the label source) and its recent window."""
+    """Batch scoring: the source scored (default: the label source), its window, its schedule."""
 
     source: Name | None = None
     window: Duration = "7d"
+    schedule: str | None = None
+    timezone: str = "UTC"
+
+    _schedule_is_cron = field_validator("schedule")(_cron)
 
 
 class RetrainingSpec(StrictSpec):
@@ -165,12 +176,72 @@ class RetrainingSpec(StrictSpec):
     # failed blocking check.
     automation: bool = False
 
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
-            raise ValueError(f"'{value}' is not a 5-field cron expression, e.g. '0 3 * * 1'")
-        return value
+    _schedule_is_cron = field_validator("schedule")(_cron)
+
+
+# Evidently 0.7's per-column drift tests (``ml_platform.monitoring.statistical_tests.TESTS``;
+# a unit test keeps the two lists equal without spec loading importing the monitoring code).
+DriftTest = Literal["wasserstein", "ks", "jensenshannon", "psi", "chisquare", "z"]
+
+
+class ColumnMonitoringSpec(StrictSpec):
+    """One monitored column's drift test and threshold; unset keeps Evidently's default choice."""
+
+    test: DriftTest | None = None
+    threshold: float | None = Field(default=None, gt=0)
+
+
+class RetrainOnSpec(StrictSpec):
+    """Which drift signals make the drift sensor request a retraining (unset: that one never)."""
+
+    # Retrain when at least this share of the monitored inputs drifted.
+    drift_share: float | None = Field(default=None, gt=0, le=1)
+    # Retrain when the model's output distribution drifted.
+    prediction_drift: bool = False
+    # Retrain when the primary metric on newly labelled rows is worse than at evaluation by at
+    # least this much (in the metric's units).
+    performance_drop: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _something_fires(self) -> RetrainOnSpec:
+        if self.drift_share is None and not self.prediction_drift and self.performance_drop is None:
+            raise ValueError(
+                "retrain_on names no trigger: set drift_share, prediction_drift: true or "
+                "performance_drop (or remove retrain_on to report drift without retraining)"
+            )
+        return self
+
+
+class MonitoringSpec(StrictSpec):
+    """Drift monitoring: what the ``drift_report`` asset judges, and when drift retrains."""
+
+    # Cron schedule of the monitoring job (predictions + drift report); None: no schedule.
+    schedule: str | None = None
+    timezone: str = "UTC"
+    # The newest part of the scored window that is judged; None: all of it (scoring.window).
+    window: Duration | None = None
+    # Fewer scored rows give "insufficient_data", never "drift" (also the labelled rows needed
+    # for a performance verdict).
+    min_rows: int = Field(default=100, ge=1)
+    # The inputs drift when at least this share of the monitored columns drifted.
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    # Per input column (or ``prediction``): test and threshold instead of Evidently's defaults.
+    columns: dict[str, ColumnMonitoringSpec] = Field(default_factory=dict)
+    # None: drift is reported and alerted, and never retrains the model by itself.
+    retrain_on: RetrainOnSpec | None = None
+    # After a drift-triggered retraining, no other one starts for this long.
+    cooldown: Duration = "24h"
+    # The drift sensor's default status; None: running when retrain_on is set, else stopped.
+    sensor: Literal["running", "stopped"] | None = None
+
+    _schedule_is_cron = field_validator("schedule")(_cron)
+
+    @property
+    def sensor_running(self) -> bool:
+        """Whether the drift sensor runs by default (``sensor``, else whether retrain_on is set)."""
+        if self.sensor is not None:
+            return self.sensor == "running"
+        return self.retrain_on is not None
 
 
 class ModelSpec(StrictSpec):
@@ -192,6 +263,7 @@ class ModelSpec(StrictSpec):
     gates: GatesSpec = Field(default_factory=GatesSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @property
     def primary_metric(self) -> str:
