@@ -42,13 +42,18 @@ def training_selection(catalog: Catalog, model: str) -> dg.AssetSelection:
 
     Returns:
         The label source and the sources of the model's feature views (those a generator
-        writes: nothing materializes an external source), the feature views, and the model's
+        writes, with the other sources it writes in the same step: nothing materializes an
+        external source), the feature views, and the model's
         ``TRAINING_ASSETS``.
     """
     views = list(catalog.resolved[model].feature_views)
     all_views = catalog.feature_views()
     sources = {catalog.models[model].label.source, *(all_views[v][1].source for v in views)}
-    generated = [s for s in sorted(sources) if catalog.repo_of_source(s).generator is not None]
+    # A generator writes every source of its repo in one step, which Dagster cannot subset.
+    repos = {catalog.repo_of_source(s).name: catalog.repo_of_source(s) for s in sources}
+    generated = sorted(
+        s.name for repo in repos.values() if repo.generator is not None for s in repo.sources
+    )
     return dg.AssetSelection.assets(
         *(source_key(source) for source in generated),
         *(feature_key(view) for view in views),

@@ -29,7 +29,8 @@ from pydantic import Field, PrivateAttr
 
 from assets.keys import MODEL_TAG
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.registry.client import ModelRegistry, mlflow_uris
+from ml_platform.registry.client import ModelRegistry
+from ml_platform.registry.mlflow_env import mlflow_uris
 from ml_platform.registry.tags import TAG_DAGSTER_RUN
 
 DEFAULT_EXPERIMENT = "ml_platform"

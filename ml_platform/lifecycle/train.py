@@ -20,16 +20,18 @@ from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
 from ml_platform.lifecycle.records import Log, ModelRecord, StepContext, model_root
 from ml_platform.lifecycle.reference import compute_version_reference, store_reference
-from ml_platform.registry.client import TrainingRun
 from ml_platform.registry.code_version import code_version
+from ml_platform.registry.runs import TrainingRun
 from ml_platform.registry.tags import (
     TAG_CODE_VERSION,
     TAG_DAGSTER_RUN,
     TAG_FEATURE_REFS,
+    TAG_FIT,
     TAG_MODEL,
     TAG_OWNER,
     TAG_PROFILE,
     TAG_SNAPSHOT,
+    TAG_TRAINING_KEY,
 )
 from ml_platform.spec.catalog import ResolvedFeatures
 from ml_platform.spec.model import ModelSpec
@@ -37,6 +39,7 @@ from ml_platform.spec.model import ModelSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ml_platform.lifecycle.reference import VersionReference
     from ml_platform.training.config import TrainingConfig
     from ml_platform.training.flavors.base import FitResult
     from ml_platform.training.schema import FeatureSchema
@@ -127,14 +130,16 @@ def _positive_class_weight(spec: ModelSpec, train: pd.DataFrame) -> float | None
     return negatives / positives if positives > 0 else None
 
 
-def _checkpoint_dir(
-    settings: PlatformSettings, model: str, snapshot: str, params: dict[str, Any]
-) -> str:
-    """A directory keyed by data snapshot and params: a retried step finds its checkpoint."""
-    key = hashlib.sha256(
+def _training_key(snapshot: str, params: dict[str, Any]) -> str:
+    """What is trained, hashed: the data snapshot and the params (keys checkpoint and version)."""
+    return hashlib.sha256(
         json.dumps([snapshot, params], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    return f"{settings.checkpoint_root}/{model}/{key}"
+
+
+def _checkpoint_dir(settings: PlatformSettings, model: str, training_key: str) -> str:
+    """A directory keyed by the training key: a retried step finds its checkpoint."""
+    return f"{settings.checkpoint_root}/{model}/{training_key}"
 
 
 def _run_tags(
@@ -251,28 +256,107 @@ def _log_summary(run: TrainingRun, result: FitResult, log: Log) -> float:
     return validation_loss
 
 
+def _fit_facts(result: FitResult, validation_loss: float) -> dict[str, Any]:
+    """The facts of a fit its record keeps, stored on the version (a retry rebuilds the record)."""
+    return {
+        **{name: getattr(result, name) for name in _FIT_FACTS},
+        "flavor": result.model.flavor,
+        "validation_loss": validation_loss,
+    }
+
+
 def _model_record(
     model: str,
     version: str,
     run: TrainingRun,
     snapshot: str,
     version_code: str,
-    result: FitResult,
-    validation_loss: float,
+    facts: dict[str, Any],
 ) -> ModelRecord:
     """The record of a registered version: where it came from and how its training went."""
+    # ModelRecord's first fields, in order: model, version, run id and link, snapshot, code.
     return ModelRecord(
-        model=model,
-        version=version,
-        mlflow_run_id=run.run_id,
-        mlflow_run_url=run.url,
-        snapshot_id=snapshot,
-        code_version=version_code,
-        flavor=result.model.flavor,
-        validation_loss=validation_loss,
+        model,
+        version,
+        run.run_id,
+        run.url,
+        snapshot,
+        version_code,
         trained_at=datetime.now(UTC).isoformat(),
-        **{name: getattr(result, name) for name in _FIT_FACTS},
+        **{name: facts[name] for name in (*_FIT_FACTS, "flavor", "validation_loss")},
     )
+
+
+def _register(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    step: StepContext,
+    manifest: TrainingSetManifest,
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+    *,
+    params: dict[str, Any],
+    checkpoint_dir: str,
+    run_tags: dict[str, str],
+    version_tags: dict[str, str],
+) -> tuple[str, TrainingRun, dict[str, Any]]:
+    """Fit in a new MLflow run and register the version; its drift reference is stored with it."""
+    profile = load_profiles()[spec.compute.profile]
+    config = training_config(spec, frames[0], profile)
+    with step.registry.start_training_run(spec.name, params, run_tags) as run:
+        step.log(f"MLflow run {run.run_id}: {run.url}")
+        schema = feature_schema(spec, resolved)
+        result = _fit(
+            spec, schema, manifest, frames, config, profile, checkpoint_dir, run, step.log
+        )
+        facts = _fit_facts(result, _log_summary(run, result, step.log))
+        # Before registering: a version without its drift reference is never registered.
+        reference = compute_version_reference(schema, *frames, result.model)
+        inputs = frames[0].loc[:, resolved.model_inputs]
+        version = step.registry.log_model_version(
+            run,
+            result.model,
+            spec.name,
+            inputs,
+            tags={**version_tags, TAG_FIT: json.dumps(facts)},
+        )
+        _store(reference, spec, step, version, run.run_id)
+    return version, run, facts
+
+
+def _store(
+    reference: VersionReference, spec: ModelSpec, step: StepContext, version: str, run_id: str
+) -> None:
+    """Store ``version``'s drift reference with its training run and under the artifact root."""
+    store_reference(
+        reference,
+        settings=step.settings,
+        registry=step.registry,
+        model=spec.name,
+        version=version,
+        run_id=run_id,
+    )
+
+
+def _complete_registration(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    step: StepContext,
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+    version: str,
+) -> tuple[TrainingRun, dict[str, Any]]:
+    """Finish what a failed attempt of this step left after registering ``version``.
+
+    The version is not fitted nor registered again: its drift reference is recomputed from the
+    registered model and stored (idempotent), and its training run is marked FINISHED.
+    """
+    step.log(f"version {version} was registered by an earlier attempt of this run: reusing it")
+    run = step.registry.training_run_of(spec.name, version)
+    model = step.registry.load_model(spec.name, version)
+    reference = compute_version_reference(feature_schema(spec, resolved), *frames, model)
+    _store(reference, spec, step, version, run.run_id)
+    step.registry.finish_run(run.run_id)
+    facts = json.loads(step.registry.version_tags(spec.name, version)[TAG_FIT])
+    return run, facts
 
 
 def train_model(
@@ -284,9 +368,12 @@ def train_model(
 ) -> ModelRecord:
     """Train on the current training set, log the MLflow run and register a new version.
 
-    Checkpoints go to a directory keyed by data snapshot and parameters, so a retried step
-    (preemption, eviction, kill) resumes from the last finished epoch. The version is registered
-    only after training completed, so no partial model is ever registered. Its drift reference
+    Checkpoints go to a directory keyed by data snapshot and parameters (the training key), so a
+    retried step (preemption, eviction, kill) resumes from the last finished epoch. The version is
+    registered only after training completed, so no partial model is ever registered, and at most
+    once per training key and Dagster run: it is tagged with both when registered, and a retry of
+    the step that finds it completes what followed (reference, pointer, audit entry) instead of
+    registering another. Its drift reference
     (training inputs and validation predictions, see ``lifecycle.reference``) is computed before
     and stored with it.
 
@@ -309,36 +396,32 @@ def train_model(
     manifest = current_training_set(step.settings, spec.name)
     frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
     params = training_params(spec)
-    profile = load_profiles()[spec.compute.profile]
-    config = training_config(spec, frames[0], profile)
-    checkpoint_dir = _checkpoint_dir(step.settings, spec.name, manifest.snapshot_id, params)
+    training_key = _training_key(manifest.snapshot_id, params)
+    checkpoint_dir = _checkpoint_dir(step.settings, spec.name, training_key)
     version_code = code_version()
     tags = _run_tags(
         spec, resolved, manifest.snapshot_id, version_code, step.dagster_run_id, parent_run_id
     )
-    with step.registry.start_training_run(spec.name, params, tags) as run:
-        step.log(f"MLflow run {run.run_id}: {run.url}")
-        schema = feature_schema(spec, resolved)
-        result = _fit(
-            spec, schema, manifest, frames, config, profile, checkpoint_dir, run, step.log
+    # A retry of this step (same Dagster run, same training) finds the version it registered.
+    identity = {TAG_TRAINING_KEY: training_key, TAG_DAGSTER_RUN: step.dagster_run_id or ""}
+    registered = step.registry.find_version(spec.name, identity) if step.dagster_run_id else None
+    if registered is None:
+        version, run, facts = _register(
+            spec,
+            resolved,
+            step,
+            manifest,
+            frames,
+            params=params,
+            checkpoint_dir=checkpoint_dir,
+            run_tags={**tags, TAG_TRAINING_KEY: training_key},
+            version_tags=identity,
         )
-        validation_loss = _log_summary(run, result, step.log)
-        # Before registering: a version without its drift reference is never registered.
-        reference = compute_version_reference(schema, *frames, result.model)
-        inputs = frames[0].loc[:, resolved.model_inputs]
-        version = step.registry.log_model_version(run, result.model, spec.name, inputs)
-        store_reference(
-            reference,
-            settings=step.settings,
-            registry=step.registry,
-            model=spec.name,
-            version=version,
-            run_id=run.run_id,
-        )
+    else:
+        version = registered
+        run, facts = _complete_registration(spec, resolved, step, frames, version)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    record = _model_record(
-        spec.name, version, run, manifest.snapshot_id, version_code, result, validation_loss
-    )
+    record = _model_record(spec.name, version, run, manifest.snapshot_id, version_code, facts)
     storage.write_pointer(model_root(step.settings, spec.name, "model"), record.to_dict())
     step.audit.record(
         spec.name,

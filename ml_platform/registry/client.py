@@ -14,7 +14,6 @@ both afterwards. MLflow is imported inside the functions.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -25,7 +24,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_platform.core.helpers import unknown
+from ml_platform.registry.mlflow_env import (
+    RegistryUnavailableError,
+    display_uri,
+    is_missing_alias,
+    mlflow_uris,
+    pip_requirements,
+)
+from ml_platform.registry.runs import TrainingRun
 from ml_platform.registry.tags import (
     CHAMPION_ALIAS,
     MLFLOW_GIT_COMMIT,
@@ -45,129 +51,8 @@ if TYPE_CHECKING:
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
 
-# The packages a version's serving environment needs, per flavor; pinned to the versions that
-# wrote the model files. Every flavor also needs COMMON_PACKAGES.
-FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {
-    "torch": ("torch", "safetensors"),
-    "xgboost": ("xgboost",),
-}
-COMMON_PACKAGES = ("pandas", "numpy")
-
 # Where a version's drift reference lives among its training run's artifacts.
 REFERENCE_ARTIFACTS = "reference"
-
-# The environment variables MLflow's set_tracking_uri / set_registry_uri export.
-_EXPORTED = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-@contextmanager
-def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (``mlflow.start_run``, ``mlflow.pyfunc.log_model``) at a backend.
-
-    On exit, MLflow's previous URIs (including "never set") and the ``MLFLOW_TRACKING_URI`` /
-    ``MLFLOW_REGISTRY_URI`` environment variables are restored exactly: the environment is where
-    ``PlatformSettings`` reads the user's own configuration, so a URI leaked there would become
-    the next settings' backend.
-
-    Args:
-        tracking_uri: The MLflow tracking URI to use inside the block.
-        registry_uri: The MLflow model registry URI to use inside the block.
-
-    Yields:
-        Nothing; the block runs with the URIs set.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    environment = {name: os.environ.get(name) for name in _EXPORTED}
-    # The raw globals, not get_tracking_uri(): that resolves a default we must not pin.
-    previous_tracking = tracking_utils._tracking_uri
-    previous_registry = registry_utils._registry_uri
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)  # pyright: ignore[reportArgumentType]
-        registry_utils._registry_uri = previous_registry
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def pip_requirements(flavor: str) -> list[str]:
-    """The pip requirements of a model of ``flavor``, pinned to the installed versions.
-
-    Args:
-        flavor: The fitted model's flavor (``torch``, ``xgboost``).
-
-    Returns:
-        ``<package>==<version>`` for each of the flavor's packages (local version labels such as
-        ``+cu121`` dropped), then the unpinned common packages.
-
-    Raises:
-        ValueError: ``flavor`` is not a known flavor.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    if flavor not in FLAVOR_PACKAGES:
-        raise ValueError(unknown("model flavor", flavor, FLAVOR_PACKAGES))
-    requirements = []
-    for package in FLAVOR_PACKAGES[flavor]:
-        try:
-            requirements.append(f"{package}=={version(package).split('+')[0]}")
-        except PackageNotFoundError:
-            requirements.append(package)
-    return [*requirements, *COMMON_PACKAGES]
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """An active MLflow run for one training.
-
-    Attributes:
-        registry: The registry the run was started in.
-        run_id: The MLflow run id.
-        experiment_id: The id of the model's experiment.
-    """
-
-    registry: ModelRegistry
-    run_id: str
-    experiment_id: str
-
-    @property
-    def url(self) -> str:
-        """A link to the run in the MLflow UI."""
-        return self.registry.run_url(self.experiment_id, self.run_id)
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Log one epoch's metrics in one request, skipping non-finite and non-numeric values.
-
-        Args:
-            epoch: The epoch number, logged as the metrics' step.
-            metrics: Metric name to value; an ``epoch`` entry is skipped.
-        """
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(key=name, value=float(value), timestamp=now, step=epoch)
-            for name, value in metrics.items()
-            if name != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)
-        ]
-        self.registry.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Log metrics at ``step`` (see ``log_epoch``).
-
-        Args:
-            metrics: Metric name to value.
-            step: The step to log them at.
-        """
-        self.log_epoch(step, metrics)
 
 
 @dataclass(frozen=True)
@@ -283,7 +168,9 @@ class ModelRegistry:
             synchronous=True,
         )
         try:
-            yield TrainingRun(registry=self, run_id=run_id, experiment_id=experiment_id)
+            yield TrainingRun(
+                self.client, run_id, experiment_id, self.run_url(experiment_id, run_id)
+            )
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
@@ -295,6 +182,7 @@ class ModelRegistry:
         model: FittedModel,
         model_name: str,
         input_example: pd.DataFrame,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """Log the model in its flavor's own formats, served by model code; register a version.
 
@@ -303,6 +191,8 @@ class ModelRegistry:
             model: The fitted model, of any flavor.
             model_name: The registered model to add a version to.
             input_example: Model input rows; the first five define the signature.
+            tags: Version tags set atomically with the registration (a retry finds the version
+                by them, see ``find_version``); ``mlflow_run_id`` is always among them.
 
         Returns:
             The new version number of registered model ``model_name``.
@@ -332,14 +222,56 @@ class ModelRegistry:
                     artifacts={"model": str(model_dir)},
                     signature=signature,
                     pip_requirements=pip_requirements(model.flavor),
-                    registered_model_name=model_name,
-                    await_registration_for=60,
                 )
-        version = str(info.registered_model_version or "")
+                # Not log_model's registered_model_name: its version gets no tags at creation.
+                registered = mlflow.register_model(
+                    info.model_uri,
+                    model_name,
+                    await_registration_for=60,
+                    tags={**(tags or {}), TAG_MLFLOW_RUN_ID: run.run_id},
+                )
+        version = str(registered.version or "")
         if not version:
             raise RuntimeError(f"MLflow did not register a version of '{model_name}'")
-        self.client.set_model_version_tag(model_name, version, TAG_MLFLOW_RUN_ID, run.run_id)
         return version
+
+    def find_version(self, model_name: str, tags: dict[str, str]) -> str | None:
+        """The oldest version of a model carrying all of ``tags`` (set when it was registered).
+
+        Args:
+            model_name: The registered model.
+            tags: Tag name to exact value; names and values must not contain quotes.
+
+        Returns:
+            The version, or None when no version carries them.
+        """
+        conditions = [f"name='{model_name}'"]
+        conditions += [f"tags.`{name}`='{value}'" for name, value in sorted(tags.items())]
+        versions = self.client.search_model_versions(" and ".join(conditions))
+        return min((str(v.version) for v in versions), key=int, default=None)
+
+    def training_run_of(self, model_name: str, version: str) -> TrainingRun:
+        """The training run a registered version was logged from.
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+
+        Returns:
+            The run (it may have ended, FAILED when a step failed after registering).
+        """
+        run_id = str(self.client.get_model_version(model_name, version).run_id)
+        run = self.client.get_run(run_id)
+        experiment_id = run.info.experiment_id
+        return TrainingRun(self.client, run_id, experiment_id, self.run_url(experiment_id, run_id))
+
+    def finish_run(self, run_id: str) -> None:
+        """Mark a training run FINISHED (a retry that completed its registration).
+
+        Args:
+            run_id: The MLflow run id.
+        """
+        self.client.set_terminated(run_id, status="FINISHED")
 
     def log_evaluation(
         self, run_id: str, metrics: dict[str, float], report: dict[str, Any]
@@ -430,13 +362,27 @@ class ModelRegistry:
 
         Returns:
             The version, or None when the model or the alias does not exist.
+
+        Raises:
+            RegistryUnavailableError: MLflow failed for any other reason (server down, auth,
+                internal error): an unknown champion is never read as "no champion".
         """
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if is_missing_alias(error, CHAMPION_ALIAS):
+                return None
+            shown = display_uri(self.model_registry_uri)
+            # MLflow's message repeats the URI, credentials included.
+            detail = error.message.replace(self.model_registry_uri, shown)
+            raise RegistryUnavailableError(
+                f"cannot read the '{CHAMPION_ALIAS}' alias of model '{model_name}' from MLflow at "
+                f"{shown} ({error.error_code}: {detail}); "
+                "nothing was evaluated or promoted against an unknown champion: check that the "
+                "tracking server is up and the credentials are valid, then retry"
+            ) from error
 
     def set_champion(self, model_name: str, version: str) -> None:
         """Point the ``champion`` alias at ``version``.

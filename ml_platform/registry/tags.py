@@ -16,6 +16,8 @@ TAG_PROFILE = "ml_platform.compute_profile"
 TAG_FEATURE_REFS = "ml_platform.feature_refs"
 TAG_MODEL = "ml_platform.model"
 TAG_OWNER = "ml_platform.owner"
+# What was trained (snapshot + params, hashed): with the Dagster run, a retry finds its version.
+TAG_TRAINING_KEY = "ml_platform.training_key"
 
 # MLflow's own run tags that the platform fills in.
 MLFLOW_RUN_NAME = "mlflow.runName"
@@ -23,6 +25,7 @@ MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 
 # Version tags, set after registration.
 TAG_MLFLOW_RUN_ID = "mlflow_run_id"
+TAG_FIT = "ml_platform.fit"  # the fit's facts (JSON), set with the registration
 TAG_PROMOTION = "ml_platform.promotion"
 TAG_PROMOTION_REASON = "ml_platform.promotion_reason"
 TAG_GATE_PREFIX = "ml_platform.gate."

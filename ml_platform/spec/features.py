@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from ml_platform.core.helpers import unknown
 from ml_platform.gates.spec import DataGateSpec
-from ml_platform.spec.values import Duration, Name, StrictSpec
+from ml_platform.spec.values import Name, PositiveDuration, StrictSpec
 
 # Dtypes a source column may declare; they map onto Feast types and pandas dtypes.
 ColumnType = Literal["int64", "int32", "float64", "float32", "string", "bool", "timestamp"]
@@ -54,7 +54,7 @@ class FeatureViewSpec(StrictSpec):
     name: Name
     entities: list[Name] = Field(min_length=1)
     source: Name
-    ttl: Duration = "30d"
+    ttl: PositiveDuration = "30d"
     features: list[str] = Field(min_length=1)
     online: bool = True
     description: str = ""

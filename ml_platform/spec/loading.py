@@ -19,13 +19,16 @@ from ml_platform.spec.errors import SpecError, format_validation_error
 from ml_platform.spec.features import FeatureRepoSpec
 from ml_platform.spec.model import ModelSpec
 from ml_platform.spec.values import NAME_PATTERN as NAME_PATTERN  # for importers of the loader
-from ml_platform.spec.values import interpolate_env
+from ml_platform.spec.values import load_yaml
 
 SPEC_PATH_ENV = "ML_PLATFORM_SPEC_PATH"
 
 
 def read_spec_file(path: str | Path) -> FeatureRepoSpec | ModelSpec | None:
     """Parse one YAML file (after ``${VAR}`` interpolation) into its spec.
+
+    A key written twice in one mapping and a ``${VAR}`` that is unset and has no default are
+    errors, each reported with its line or field.
 
     Args:
         path: the YAML file.
@@ -38,11 +41,13 @@ def read_spec_file(path: str | Path) -> FeatureRepoSpec | ModelSpec | None:
     """
     path = Path(path)
     try:
-        document = yaml.safe_load(interpolate_env(path.read_text()))
+        document, unset_variables = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(path, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(document, dict) or "kind" not in document:
         return None
+    if unset_variables:
+        raise SpecError(path, unset_variables)
     kind = document.get("kind")
     spec_class = {"model": ModelSpec, "features": FeatureRepoSpec}.get(str(kind))
     if spec_class is None:

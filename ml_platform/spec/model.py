@@ -7,7 +7,7 @@ against the whole catalog, by ``ml_platform.spec.catalog.resolve_model``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -15,7 +15,7 @@ from ml_platform.compute.profiles import load_profiles
 from ml_platform.core.helpers import unknown
 from ml_platform.core.tasks import DEFAULT_PRIMARY_METRIC, LOWER_IS_BETTER, Metric, Task
 from ml_platform.gates.spec import DataGateSpec
-from ml_platform.spec.values import Duration, Name, StrictSpec
+from ml_platform.spec.values import Cron, Duration, Name, PositiveDuration, StrictSpec, Timezone
 
 
 class FeatureSelection(StrictSpec):
@@ -77,7 +77,7 @@ class TrainingSpec(StrictSpec):
     seed: int = 7
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    positive_class_weight: float | Literal["balanced"] | None = None
+    positive_class_weight: Annotated[float, Field(gt=0)] | Literal["balanced"] | None = None
 
 
 class ComputeSpec(StrictSpec):
@@ -149,34 +149,23 @@ class PromotionSpec(StrictSpec):
     min_improvement: float = Field(default=0.0, ge=0)
 
 
-def _cron(value: str | None) -> str | None:
-    """``value`` if it is a 5-field cron expression (or None); ValueError otherwise."""
-    if value is not None and len(value.split()) != 5:
-        raise ValueError(f"'{value}' is not a 5-field cron expression, e.g. '0 3 * * 1'")
-    return value
-
-
 class ScoringSpec(StrictSpec):
     """Batch scoring: the source scored (default: the label source), its window, its schedule."""
 
     source: Name | None = None
-    window: Duration = "7d"
-    schedule: str | None = None
-    timezone: str = "UTC"
-
-    _schedule_is_cron = field_validator("schedule")(_cron)
+    window: PositiveDuration = "7d"
+    schedule: Cron | None = None
+    timezone: Timezone = "UTC"
 
 
 class RetrainingSpec(StrictSpec):
     """When the model retrains: a cron schedule and/or declarative automation."""
 
-    schedule: str | None = "0 3 * * 1"
-    timezone: str = "UTC"
+    schedule: Cron | None = "0 3 * * 1"
+    timezone: Timezone = "UTC"
     # Declarative automation: rebuild the model's graph when its data changes, never past a
     # failed blocking check.
     automation: bool = False
-
-    _schedule_is_cron = field_validator("schedule")(_cron)
 
 
 # Evidently 0.7's per-column drift tests (``ml_platform.monitoring.statistical_tests.TESTS``;
@@ -216,10 +205,10 @@ class MonitoringSpec(StrictSpec):
     """Drift monitoring: what the ``drift_report`` asset judges, and when drift retrains."""
 
     # Cron schedule of the monitoring job (predictions + drift report); None: no schedule.
-    schedule: str | None = None
-    timezone: str = "UTC"
+    schedule: Cron | None = None
+    timezone: Timezone = "UTC"
     # The newest part of the scored window that is judged; None: all of it (scoring.window).
-    window: Duration | None = None
+    window: PositiveDuration | None = None
     # Fewer scored rows give "insufficient_data", never "drift" (also the labelled rows needed
     # for a performance verdict).
     min_rows: int = Field(default=100, ge=1)
@@ -233,8 +222,6 @@ class MonitoringSpec(StrictSpec):
     cooldown: Duration = "24h"
     # The drift sensor's default status; None: running when retrain_on is set, else stopped.
     sensor: Literal["running", "stopped"] | None = None
-
-    _schedule_is_cron = field_validator("schedule")(_cron)
 
     @property
     def sensor_running(self) -> bool:

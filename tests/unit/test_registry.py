@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.registry.client import ModelRegistry, mlflow_uris, pip_requirements
+from ml_platform.registry.client import ModelRegistry
+from ml_platform.registry.mlflow_env import mlflow_uris, pip_requirements
 from ml_platform.registry.tags import (
     MLFLOW_GIT_COMMIT,
     MLFLOW_RUN_NAME,

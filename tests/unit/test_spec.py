@@ -104,7 +104,7 @@ def test_minimal_spec_gets_defaults(spec_dir: Path) -> None:
             "'regression'",
         ),
         ({"name": "churn-model"}, "name: String should match pattern"),
-        ({"retraining": {"schedule": "weekly"}}, "'weekly' is not a 5-field cron expression"),
+        ({"retraining": {"schedule": "weekly"}}, "retraining.schedule: not a 5-field cron"),
         ({"evaluation": {"primary_metric": "rmse"}}, "does not apply to task"),
         ({"features": {"request": ["is_fraud"]}}, "the label 'is_fraud' cannot be a feature"),
     ],

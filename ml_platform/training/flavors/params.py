@@ -27,7 +27,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 class _Params(BaseModel):
     # Strict: YAML's `true` is not a depth and the string "0.1" not a learning rate.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class MLPParams(_Params):
