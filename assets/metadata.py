@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from assets.keys import DATA_GATE, NO_SIGNIFICANT_DRIFT
-from ml_platform.core.helpers import json_safe
+from ml_platform.core.helpers import json_safe, redact_url
 
 if TYPE_CHECKING:
     from ml_platform.datasets.training_set import TrainingSetManifest
@@ -58,11 +58,7 @@ def gate_check_result(report: GateReport) -> dg.AssetCheckResult:
             "seconds": round(report.seconds, 3),
             "failures": dg.MetadataValue.md("\n".join(table) if failed else "none"),
             "outcomes": dg.MetadataValue.json(report.to_metadata()["outcomes"]),
-            **(
-                {"data_docs": dg.MetadataValue.path(report.data_docs_path)}
-                if report.data_docs_path
-                else {}
-            ),
+            **({"data_docs": _link(report.data_docs_path)} if report.data_docs_path else {}),
         },
     )
 
@@ -116,7 +112,7 @@ def slices_markdown(slices: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def generated_source_metadata(rows: int, path: str, params: dict[str, Any]) -> Metadata:
     """A generated source: its row count, file and the generator's parameters."""
-    return {"rows": rows, "path": path, "params": dg.MetadataValue.json(dict(params))}
+    return {"rows": rows, "path": redact_url(path), "params": dg.MetadataValue.json(dict(params))}
 
 
 def failed_feature_view_metadata() -> Metadata:
@@ -151,7 +147,7 @@ def training_set_metadata(manifest: TrainingSetManifest) -> Metadata:
         **{f"label_mean_{split}": v for split, v in manifest.label_balance.items()},
         "excluded_immature_labels": manifest.excluded_immature_labels,
         "time_ranges": dg.MetadataValue.json(manifest.time_ranges),
-        "path": manifest.directory,
+        "path": redact_url(manifest.directory),
         "features": ", ".join(manifest.features),
     }
 
@@ -160,7 +156,7 @@ def model_metadata(record: ModelRecord) -> Metadata:
     """A trained model: registered version, MLflow run, data snapshot, training figures."""
     return {
         "model_version": record.version,
-        "mlflow_run": dg.MetadataValue.url(record.mlflow_run_url),
+        "mlflow_run": dg.MetadataValue.url(redact_url(record.mlflow_run_url)),
         "mlflow_run_id": record.mlflow_run_id,
         "data_snapshot_id": record.snapshot_id,
         "code_version": record.code_version,
@@ -203,7 +199,7 @@ def predictions_metadata(record: PredictionRecord) -> Metadata:
     return {
         "rows": record.rows,
         "model_version": record.model_version,
-        "path": record.path,
+        "path": redact_url(record.path),
         "data_snapshot_id": record.data_snapshot_id,
     }
 
@@ -216,8 +212,10 @@ def _number(value: float | None) -> float | None:
 
 
 def _link(location: str) -> dg.MetadataValue:
-    """A file location as the UI links it: a URL for object stores and web, else a path."""
-    return dg.MetadataValue.url(location) if "://" in location else dg.MetadataValue.path(location)
+    """A file location as the UI links it: a URL (without credentials) for object stores and
+    web, else a path."""
+    shown = redact_url(location)
+    return dg.MetadataValue.url(shown) if "://" in shown else dg.MetadataValue.path(shown)
 
 
 def drift_columns_markdown(record: DriftReportRecord) -> str:
@@ -254,7 +252,7 @@ def drift_report_metadata(record: DriftReportRecord) -> Metadata:
         "prediction_drift": record.prediction_drift,
         "retrain_reasons": ", ".join(record.retrain_reasons) or "none",
         "data_snapshot_id": record.data_snapshot_id,
-        "predictions": record.predictions_path,
+        "predictions": redact_url(record.predictions_path),
         "columns": dg.MetadataValue.md(drift_columns_markdown(record)),
     }
     scores = {f"drift_score/{c}": _number(s) for c, s in record.feature_scores.items()}
@@ -309,6 +307,6 @@ def drift_check_result(record: DriftReportRecord) -> dg.AssetCheckResult:
 def invalid_spec_metadata(error: SpecError) -> Metadata:
     """A spec file that failed to load: its path and each problem as a markdown list."""
     return {
-        "spec_file": error.path,
+        "spec_file": redact_url(error.path),
         "errors": dg.MetadataValue.md("\n".join(f"- {p}" for p in error.problems)),
     }

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext
 
 from assets.keys import SOURCES_GROUP, source_key
 from assets.metadata import generated_source_metadata
+from ml_platform.core.helpers import redact_url
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.features import FeatureRepoSpec
 from resources import StorageResource
@@ -32,7 +33,7 @@ def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
                 description=source.description or f"Source '{source.name}' of {repo.name}.",
                 group_name=SOURCES_GROUP,
                 kinds={"parquet"},
-                metadata={"path": source.path, "generator": generator.function},
+                metadata={"path": redact_url(source.path), "generator": generator.function},
             )
             for source in repo.sources
         ],
@@ -69,10 +70,11 @@ def build_external_sources(repo: FeatureRepoSpec) -> list[dg.AssetSpec]:
     return [
         dg.AssetSpec(
             source_key(source.name),
-            description=source.description or f"External source '{source.name}' ({source.path}).",
+            description=source.description
+            or f"External source '{source.name}' ({redact_url(source.path)}).",
             group_name=SOURCES_GROUP,
             kinds={"parquet"},
-            metadata={"path": source.path},
+            metadata={"path": redact_url(source.path)},
         )
         for source in repo.sources
     ]

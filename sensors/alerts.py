@@ -21,6 +21,7 @@ def failure_alerts(
     from dataclasses import replace
 
     from ml_platform.core.alerts import Alert, send_alert
+    from ml_platform.core.helpers import redact_urls
 
     run = context.dagster_run
     reasons = failed_checks(context.instance, run.run_id)
@@ -31,7 +32,8 @@ def failure_alerts(
         model=run.tags.get(MODEL_TAG),
         run_id=run.run_id,
         job_name=run.job_name,
-        reasons=reasons,
+        # A failure message can quote a location with its credentials: the alert leaves them out.
+        reasons=[redact_urls(reason) for reason in reasons],
     )
     # send_alert records the alert in the audit log its settings name: this deployment's.
     settings = replace(storage.settings(), audit_url=audit.audit_log().url)

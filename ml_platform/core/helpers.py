@@ -7,8 +7,12 @@ import datetime
 import difflib
 import importlib
 import math
+import re
 from collections.abc import Iterable
 from typing import Any, Self
+
+# A URL starts with its scheme: "s3://", "postgresql+psycopg2://"; anything else is a path or text.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def json_safe(value: Any) -> Any:
@@ -111,3 +115,44 @@ class JsonDataclass:
         """Read what ``to_dict`` wrote."""
         names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def redact_url(location: str) -> str:
+    """``location`` as it can be shown: a URL loses its user, password, query and fragment.
+
+    Paths, URLs and SQLAlchemy URLs of data, artifacts, MLflow and the audit log can carry
+    credentials (``s3://KEY:SECRET@bucket/ml``, ``https://host/x?token=...``); whatever is shown
+    in metadata, logs or MLflow params goes through here. A local path is returned unchanged.
+
+    Args:
+        location: A URL, or a local path.
+
+    Returns:
+        The URL without credentials (``s3://bucket/ml``), or the path as it was.
+    """
+    from urllib.parse import urlsplit
+
+    if not _URL_SCHEME.match(location):
+        return location
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # a malformed host (an unbalanced "[") still must not leak what follows
+        return location.split("://", 1)[0] + "://<redacted>"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    # Not urlunsplit: it turns sqlite:////abs/path (an empty host) into sqlite://abs/path.
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted by :func:`redact_url` (for log lines and errors).
+
+    Args:
+        text: A message that may quote URLs (an error from fsspec or MLflow, a progress line).
+
+    Returns:
+        The message, each URL without its user, password, query and fragment.
+    """
+    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group(0)), text)

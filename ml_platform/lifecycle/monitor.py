@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml_platform.core import storage
 from ml_platform.core.alerts import drift_alert, send_alert
-from ml_platform.core.helpers import unknown
+from ml_platform.core.helpers import redact_url, unknown
 from ml_platform.lifecycle.records import (
     DriftReportRecord,
     StepContext,
@@ -386,7 +386,7 @@ def audit_and_alert(record: DriftReportRecord, result: DriftResult, step: StepCo
         performance=performance.reason
         if performance is not None and performance.status == "drift"
         else None,
-        report_url=record.html_path,
+        report_url=redact_url(record.html_path) if record.html_path else None,
         run_id=step.dagster_run_id,
     )
     send_alert(alert, step.settings, audit=step.audit)

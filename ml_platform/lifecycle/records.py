@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ml_platform.core import storage
 from ml_platform.core.audit import AuditLog
-from ml_platform.core.helpers import JsonDataclass
+from ml_platform.core.helpers import JsonDataclass, redact_urls
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.report import EvaluationReport
 from ml_platform.monitoring.performance import PerformanceVerdict
@@ -43,6 +43,12 @@ class StepContext:
     audit: AuditLog
     dagster_run_id: str | None = None
     log: Log = _LOGGER.info
+
+    def __post_init__(self) -> None:
+        # Progress lines land in the event log: a URL quoted in one loses its credentials here,
+        # whichever step or library wrote it.
+        sink = self.log
+        object.__setattr__(self, "log", lambda line: sink(redact_urls(line)))
 
 
 @dataclass(frozen=True)

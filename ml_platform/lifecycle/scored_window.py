@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core import storage
+from ml_platform.core.helpers import redact_url
 from ml_platform.datasets.split import snapshot_id
 from ml_platform.lifecycle.records import StepContext
 from ml_platform.lifecycle.reference import VersionReference
@@ -48,7 +49,7 @@ class ScoredWindow:
         """The window in words, for logs and metadata."""
         if self.is_newest:
             return "newest predictions"
-        parts = [f"file {self.predictions_path}"] if self.predictions_path else []
+        parts = [f"file {redact_url(self.predictions_path)}"] if self.predictions_path else []
         if self.start or self.end:
             parts.append(f"rows from {self.start or 'the start'} to {self.end or 'the end'}")
         return ", ".join(parts)

@@ -24,9 +24,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_platform.core.helpers import redact_url
 from ml_platform.registry.mlflow_env import (
     RegistryUnavailableError,
-    display_uri,
     is_missing_alias,
     mlflow_uris,
     pip_requirements,
@@ -139,6 +139,8 @@ class ModelRegistry:
             ``<ui>/#/experiments/<experiment_id>/runs/<run_id>``.
         """
         base = (self.ui_url or os.environ.get("MLFLOW_UI_URL", DEFAULT_UI_URL)).rstrip("/")
+        # The link lands in metadata and logs: a UI URL's credentials stay out of it.
+        base = redact_url(base).rstrip("/")
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
     @contextmanager
@@ -159,11 +161,13 @@ class ModelRegistry:
 
         experiment_id = self.ensure_experiment(model_name)
         run_name = f"{model_name}-{tags.get(TAG_DAGSTER_RUN, 'local')[:8]}"
-        run = self.client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: run_name, **tags})
+        # Params and tags are shown in the MLflow UI: a URL among them loses its credentials.
+        shown_tags = {name: redact_url(value) for name, value in tags.items()}
+        run = self.client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: run_name, **shown_tags})
         run_id = run.info.run_id
         self.client.log_batch(
             run_id,
-            params=[Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())],
+            params=[Param(str(k), redact_url(str(v))[:6000]) for k, v in sorted(params.items())],
             tags=[RunTag(MLFLOW_GIT_COMMIT, tags.get(TAG_CODE_VERSION, ""))],
             synchronous=True,
         )
@@ -374,7 +378,7 @@ class ModelRegistry:
         except MlflowException as error:
             if is_missing_alias(error, CHAMPION_ALIAS):
                 return None
-            shown = display_uri(self.model_registry_uri)
+            shown = redact_url(self.model_registry_uri)
             # MLflow's message repeats the URI, credentials included.
             detail = error.message.replace(self.model_registry_uri, shown)
             raise RegistryUnavailableError(

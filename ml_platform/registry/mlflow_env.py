@@ -116,19 +116,3 @@ def is_missing_alias(error: MlflowException, alias: str) -> bool:
         and found is not None
         and found["alias"] == alias
     )
-
-
-def display_uri(uri: str) -> str:
-    """``uri`` without credentials: user, password and query string are dropped.
-
-    Args:
-        uri: A tracking or registry URI.
-
-    Returns:
-        The URI as it can be shown in an error or a log.
-    """
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -39,6 +39,7 @@ from torch import distributed as dist
 from ml_platform.core.storage import read_parquet, write_atomically
 from ml_platform.training.config import TrainingConfig
 from ml_platform.training.model import TrainedModel
+from ml_platform.training.modules import record_trained_architecture
 from ml_platform.training.result import RESULT_FIELDS
 from ml_platform.training.schema import FeatureSchema
 from ml_platform.training.trainer import (
@@ -185,6 +186,8 @@ def train_with_torchrun(
         epochs.poll()
         if returncode != 0:
             raise _failure(Path(job_dir), returncode, nproc, tail)
+    # The workers built the network from the (trusted) spec: this process may load it.
+    record_trained_architecture(architecture)
     return _load_result(output, tail)
 
 

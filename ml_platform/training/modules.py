@@ -1,7 +1,14 @@
-"""The networks: the built-in MLP, or an `nn.Module` subclass named by import path."""
+"""The networks: the built-in MLP, or an `nn.Module` subclass named by import path.
+
+Training builds whatever architecture its (trusted) spec names. Loading a saved model builds only
+an architecture the platform allows (`check_architecture_allowed`): "mlp", one listed in
+``ML_PLATFORM_ALLOWED_ARCHITECTURES``, or one this process trained itself. The check runs before
+anything is imported, so an edited ``model.json`` cannot make the loader import a module.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +25,74 @@ def _activation(name: str) -> nn.Module:
 
 
 MLP_PARAMS = ("hidden_sizes", "dropout", "activation")
+BUILT_IN_ARCHITECTURE = "mlp"
+ALLOWED_ARCHITECTURES_ENV = "ML_PLATFORM_ALLOWED_ARCHITECTURES"
+
+# Architectures this process built for training: their modules are already imported, so loading
+# a model of one of them runs no code that training did not already run.
+_TRAINED_ARCHITECTURES: set[str] = set()
+
+
+def allowed_architectures() -> tuple[str, ...]:
+    """The entries of ``ML_PLATFORM_ALLOWED_ARCHITECTURES``, read now (not at import time).
+
+    Returns:
+        Comma-separated entries, stripped, empty ones dropped. An entry is either an exact
+        architecture ``package.module:ClassName`` or a module prefix ``package.module``, which
+        allows every class of that module and of its submodules.
+    """
+    value = os.environ.get(ALLOWED_ARCHITECTURES_ENV, "")
+    return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+
+
+def record_trained_architecture(architecture: str) -> None:
+    """Lets this process load models of an architecture it trains from its (trusted) spec.
+
+    `build_module` calls it; a process that trains through workers (torchrun) and loads their
+    output calls it itself.
+
+    Args:
+        architecture: The spec's ``model.architecture``.
+    """
+    _TRAINED_ARCHITECTURES.add(architecture)
+
+
+def _is_allowed(architecture: str) -> bool:
+    if architecture == BUILT_IN_ARCHITECTURE or architecture in _TRAINED_ARCHITECTURES:
+        return True
+    module_path = architecture.partition(":")[0]
+    for entry in allowed_architectures():
+        if ":" in entry:
+            if architecture == entry:
+                return True
+        elif module_path == entry or module_path.startswith(entry + "."):
+            return True
+    return False
+
+
+def check_architecture_allowed(architecture: object, source: str) -> str:
+    """Refuses, without importing anything, an architecture the platform does not allow to load.
+
+    Args:
+        architecture: The architecture a saved model names.
+        source: Where it was read, for the error message (a ``model.json`` path).
+
+    Returns:
+        The architecture, known to be a string.
+
+    Raises:
+        ModelArchitectureError: It is not "mlp", not allowed by
+            ``ML_PLATFORM_ALLOWED_ARCHITECTURES`` and was not trained by this process.
+    """
+    if not isinstance(architecture, str) or not _is_allowed(architecture):
+        raise ModelArchitectureError(
+            f"{source} names architecture {architecture!r}, which this platform does not allow "
+            f"to load (nothing was imported); allowed: {BUILT_IN_ARCHITECTURE!r} and "
+            f"{ALLOWED_ARCHITECTURES_ENV}={','.join(allowed_architectures())!r}. If the model "
+            f"is yours, add its 'package.module:ClassName' or its module to "
+            f"{ALLOWED_ARCHITECTURES_ENV} (comma-separated)"
+        )
+    return architecture
 
 
 def _build_mlp(input_dim: int, output_dim: int, params: Mapping[str, Any]) -> nn.Module:
@@ -82,7 +157,11 @@ def _import_architecture(architecture: str) -> type[nn.Module]:
 def build_module(
     architecture: str, input_dim: int, output_dim: int, params: Mapping[str, Any] | None
 ) -> nn.Module:
-    """Builds the network from a spec's architecture and params.
+    """Builds the network from a spec's architecture and params, to train it.
+
+    The spec is trusted: any importable architecture is built, and recorded so that this process
+    may load the models it trains. Loading a saved model goes through
+    `check_architecture_allowed` first.
 
     Args:
         architecture: "mlp", or "package.module:ClassName" naming an nn.Module subclass that is
@@ -100,9 +179,10 @@ def build_module(
             rejects the params.
     """
     params = dict(params or {})
-    if architecture == "mlp":
+    if architecture == BUILT_IN_ARCHITECTURE:
         return _build_mlp(input_dim, output_dim, params)
     module_class = _import_architecture(architecture)
+    record_trained_architecture(architecture)
     reserved = sorted({"input_dim", "output_dim"} & set(params))
     if reserved:
         raise ModelArchitectureError(

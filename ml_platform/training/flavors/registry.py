@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_platform.core.helpers import did_you_mean
 from ml_platform.training.flavors.base import METADATA_FILENAME
 from ml_platform.training.flavors.params import FLAVORS
+from ml_platform.training.model_files import read_model_json
 
 if TYPE_CHECKING:
     from ml_platform.training.flavors.base import FittedModel, Flavor
@@ -48,13 +48,5 @@ def load_fitted(directory: str | Path) -> FittedModel:
     Raises:
         ValueError: ``model.json`` is missing or unreadable, or names an unknown flavor.
     """
-    metadata_path = Path(directory) / METADATA_FILENAME
-    if not metadata_path.exists():
-        raise ValueError(f"{metadata_path} does not exist; was the model saved by a flavor?")
-    try:
-        metadata = json.loads(metadata_path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{metadata_path} could not be read: {error}") from error
-    if not isinstance(metadata, dict):
-        raise ValueError(f"{metadata_path} holds {type(metadata).__name__}, not an object")
+    metadata = read_model_json(Path(directory) / METADATA_FILENAME)
     return get_flavor(str(metadata.get("flavor", LEGACY_FLAVOR))).load(directory)

@@ -96,6 +96,9 @@ class TorchFlavor(Flavor):
     def load(self, directory: str | Path) -> TorchModel:
         """Loads a model saved by this flavor or by `TrainedModel.save`, without pickle.
 
+        `TrainedModel.load` refuses an architecture the platform does not allow (before importing
+        it) and weights whose sha256 differs from the one recorded at save time.
+
         Args:
             directory: Holds ``model.json`` and ``model.safetensors``.
 

@@ -39,6 +39,7 @@ from ml_platform.training.flavors.xgboost_rounds import (
     fingerprint_fields,
     round_callback,
 )
+from ml_platform.training.model_files import read_saved_model
 from ml_platform.training.preprocessing import Preprocessor, fit_preprocessor
 from ml_platform.training.schema import (
     FeatureSchema,
@@ -157,18 +158,11 @@ class XGBoostModel:
 
         source = Path(directory)
         metadata_path, booster_path = source / METADATA_FILENAME, source / BOOSTER_FILENAME
-        for path in (metadata_path, booster_path):
-            if not path.exists():
-                raise ValueError(f"{path} does not exist; was the model saved by XGBoostModel?")
-        metadata = json.loads(metadata_path.read_text())
+        metadata = read_saved_model(
+            source, BOOSTER_FILENAME, "was the model saved by XGBoostModel?", MODEL_FORMAT_VERSION
+        )
         if metadata.get("flavor") != cls.flavor:
             raise ValueError(f"{metadata_path} is a {metadata.get('flavor')!r} model, not xgboost")
-        version = metadata.get("format_version")
-        if version != MODEL_FORMAT_VERSION:
-            raise ValueError(
-                f"{metadata_path} has format_version {version!r}; this ml_platform reads "
-                f"{MODEL_FORMAT_VERSION}"
-            )
         booster = xgboost.Booster()
         booster.load_model(str(booster_path))
         best_iteration = int(metadata["best_iteration"])
