@@ -7,7 +7,7 @@ its label arrives late, as a chargeback does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,8 @@ from examples.payments.windows import recent_payment_count
 
 
 @dataclass(frozen=True)
-class Payments:
-    """One entry per payment, sorted by time."""
+class _PaymentColumns:
+    """The columns every payment has, whether labelled yet or not."""
 
     customer: np.ndarray
     merchant: np.ndarray
@@ -54,6 +54,12 @@ class Payments:
     is_international: np.ndarray
     category: np.ndarray
     region: np.ndarray
+
+
+@dataclass(frozen=True)
+class Payments(_PaymentColumns):
+    """One entry per payment, sorted by time."""
+
     is_fraud: np.ndarray
     label_timestamp_us: np.ndarray
 
@@ -74,18 +80,9 @@ class _RowDraws:
 
 
 @dataclass(frozen=True)
-class _Draft:
+class _Draft(_PaymentColumns):
     """The payments in generation order, before their fraud labels."""
 
-    customer: np.ndarray
-    merchant: np.ndarray
-    timestamp_us: np.ndarray
-    amount_cents: np.ndarray
-    channel: np.ndarray
-    hour_of_day: np.ndarray
-    is_international: np.ndarray
-    category: np.ndarray
-    region: np.ndarray
     in_episode: np.ndarray
     drifted: np.ndarray
     surprise: np.ndarray
@@ -138,15 +135,7 @@ def draw_payments(
     # Stable sort: ties keep generation order, and rows before drift_start sort identically.
     order = np.argsort(draft.timestamp_us, kind="stable")
     return Payments(
-        customer=draft.customer[order],
-        merchant=draft.merchant[order],
-        timestamp_us=draft.timestamp_us[order],
-        amount_cents=draft.amount_cents[order],
-        channel=draft.channel[order],
-        hour_of_day=draft.hour_of_day[order],
-        is_international=draft.is_international[order],
-        category=draft.category[order],
-        region=draft.region[order],
+        **{item.name: getattr(draft, item.name)[order] for item in fields(_PaymentColumns)},
         is_fraud=is_fraud[order],
         label_timestamp_us=(draft.timestamp_us + label_delay_us)[order],
     )

@@ -12,16 +12,9 @@ import yaml
 from ml_platform.monitoring.statistical_tests import TESTS
 from ml_platform.spec.loading import load_catalog
 from ml_platform.spec.model import DriftTest, MonitoringSpec, RetrainOnSpec, ScoringSpec
+from tests.unit.spec_examples import EXAMPLE, MINIMAL_MODEL
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "fraud_detection"
-MODEL = {
-    "kind": "model",
-    "name": "churn",
-    "owner": "ds@example.com",
-    "task": "binary_classification",
-    "features": {"views": ["customer_activity"]},
-    "label": {"source": "transactions", "column": "is_fraud"},
-}
+MODEL = MINIMAL_MODEL
 
 
 def load_model(tmp_path: Path, **changes: object):

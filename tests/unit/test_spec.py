@@ -12,16 +12,7 @@ from ml_platform.cli import main as cli_main
 from ml_platform.spec.errors import SpecError
 from ml_platform.spec.loading import load_catalog, load_project, read_spec_file
 from ml_platform.spec.values import parse_duration
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "fraud_detection"
-MINIMAL_MODEL = {
-    "kind": "model",
-    "name": "churn",
-    "owner": "ds@example.com",
-    "task": "binary_classification",
-    "features": {"views": ["customer_activity"]},
-    "label": {"source": "transactions", "column": "is_fraud"},
-}
+from tests.unit.spec_examples import EXAMPLE, MINIMAL_MODEL
 
 
 def write(path: Path, document: dict) -> Path:
