@@ -14,6 +14,9 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# A throwaway PostgreSQL server (``postgres_server``, ``postgres_url``, ``postgres_databases``).
+pytest_plugins = ["tests.postgres"]
+
 
 @pytest.fixture
 def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

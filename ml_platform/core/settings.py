@@ -8,6 +8,7 @@ through environment variables or resource configuration, without code changes.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 HOME_ENV = "ML_PLATFORM_HOME"
 DEPLOYMENT_ENV = "ML_PLATFORM_DEPLOYMENT"
+RETRY_DELAY_ENV = "ML_PLATFORM_RETRY_DELAY_SECONDS"
 Deployment = Literal["local", "k8s"]
 
 
@@ -29,6 +31,34 @@ def deployment() -> Deployment:
     if value not in ("local", "k8s"):
         raise ValueError(f"{DEPLOYMENT_ENV}={value!r} is not a deployment; use 'local' or 'k8s'")
     return value  # type: ignore[return-value]
+
+
+def retry_delay_seconds(default: float = 30.0) -> float:
+    """Seconds between a failed training step and its retry.
+
+    The default leaves a preempted node's replacement time to come up;
+    ``ML_PLATFORM_RETRY_DELAY_SECONDS`` overrides it. It is read where the job is built, in the
+    run worker that waits it.
+
+    Args:
+        default: The delay when the variable is unset or empty.
+
+    Returns:
+        The delay in seconds.
+
+    Raises:
+        ValueError: The variable is not a finite number of seconds >= 0.
+    """
+    value = os.environ.get(RETRY_DELAY_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{RETRY_DELAY_ENV} must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_platform.cli import main
+from ml_platform.cli.main import main
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

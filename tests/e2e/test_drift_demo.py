@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_platform.cli import DRIFT_START_ENV, main
+from ml_platform.cli.demo import DRIFT_START_ENV
+from ml_platform.cli.main import main
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from assets.keys import (
     monitoring_job_name,
     training_job_name,
 )
-from ml_platform.cli import main
+from ml_platform.cli.main import main
 from ml_platform.core import storage
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.definitions import build_definitions

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from examples.payments.config import Settings, validate_settings
-from ml_platform.cli import DEMO_DRIFT_START, DRIFT_START_ENV, main
+from ml_platform.cli.demo import DEMO_DRIFT_START, DRIFT_START_ENV
+from ml_platform.cli.main import main
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.lifecycle.drift_alerts import DRIFT_ALERT_ACTION, drift_alerts, raise_drift_alert

