@@ -178,11 +178,41 @@ def evaluation_metadata(report: EvaluationReport) -> Metadata:
         **report.metrics,
         "slices": dg.MetadataValue.md(slices_markdown(report.slices)),
     }
+    if report.threshold is not None:
+        metadata["threshold"] = report.threshold
+    if report.plots:
+        metadata["plots"] = dg.MetadataValue.md(plots_markdown(report.plots))
     if report.champion_metrics:
         metadata["champion_" + report.primary_metric] = report.champion_metrics.get(
             report.primary_metric
         )
     return metadata
+
+
+def plots_markdown(plots: dict[str, str]) -> str:
+    """The evaluation's PNG files as Markdown images the Dagster UI shows inline.
+
+    Args:
+        plots: Plot name to PNG path, as the evaluation report lists them.
+
+    Returns:
+        One data-URI image per plot that can still be read; a line naming any that cannot.
+    """
+    from ml_platform.core import storage
+    from ml_platform.evaluation.plots import Plot, as_markdown
+
+    shown, missing = [], []
+    for name, path in plots.items():
+        try:
+            png = storage.read_bytes(path)
+        except OSError:
+            missing.append(name)
+            continue
+        shown.append(Plot(name=name, title=name.replace("_", " "), png=png))
+    text = as_markdown(shown)
+    if missing:
+        text += f"\n\n(not found: {', '.join(missing)})"
+    return text
 
 
 def champion_metadata(decision: PromotionDecision, champion_version: str | None) -> Metadata:

@@ -25,6 +25,7 @@ from ml_platform.spec.loading import load_project
 from resources import resources_for_deployment
 from sensors.alerts import failure_alerts
 from sensors.automation import build_automation_sensors
+from sensors.champion import build_champion_sensor
 from sensors.drift import build_drift_sensors
 from sensors.new_data import build_new_data_sensors
 from sensors.schedules import build_schedules
@@ -88,6 +89,7 @@ def build_definitions(
             *build_new_data_sensors(catalog),
             *build_drift_sensors(catalog),
             failure_alerts,
+            build_champion_sensor(catalog),
             *build_automation_sensors(catalog),
         ],
         resources=resources_for_deployment(),

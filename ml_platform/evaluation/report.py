@@ -26,6 +26,8 @@ class EvaluationReport:
         champion_metrics: the champion's metrics on the same rows, if it could be evaluated.
         champion_slices: the champion's per-slice metrics on the same rows.
         gates: the gate results, as dictionaries (``GateResult`` fields), in gate order.
+        threshold: the decision threshold the classification metrics used (binary).
+        plots: the evaluation's pictures, name to PNG path (``evaluation.plots``).
     """
 
     model: str
@@ -38,6 +40,8 @@ class EvaluationReport:
     champion_metrics: dict[str, float] | None = None
     champion_slices: dict[str, dict[str, dict[str, float]]] | None = None
     gates: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float | None = None
+    plots: dict[str, str] = field(default_factory=dict)
 
     def gate_results(self) -> list[GateResult]:
         """The gate results as ``GateResult`` objects, in gate order."""

@@ -1,4 +1,9 @@
-"""Evaluate: the newest version on the test split, and the champion on the same rows.
+"""Evaluate: this run's version on the test split, and the champion on the same rows.
+
+The evaluated version is the one the step's Dagster run registered (found by its
+``dagster_run_id`` tag), never "the newest": concurrent runs each evaluate their own. The report
+is written per version (``evaluation/<version>``), where promotion reads it, and as the model's
+current evaluation.
 
 Models are used only through the ``FittedModel`` protocol: inputs come from ``model.schema``,
 predictions from ``model.predict`` and the truth from ``model.encode_labels``, so every flavor is
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ml_platform.core import storage
@@ -23,6 +28,7 @@ from ml_platform.evaluation.slices import slice_metrics
 from ml_platform.lifecycle.records import Log, StepContext, current_model, model_root
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.registry.tags import (
+    TAG_DAGSTER_RUN,
     TAG_FEATURE_REFS,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -31,6 +37,7 @@ from ml_platform.registry.tags import (
 from ml_platform.spec.model import ModelSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from ml_platform.training.flavors.base import FittedModel
@@ -96,6 +103,29 @@ def evaluate_version(
     Raises:
         ValueError: The version needs input columns that cannot be joined to these rows.
     """
+    scored = _score_version(spec, version, test, settings=settings, registry=registry)
+    return scored.metrics, scored.slices
+
+
+@dataclass(frozen=True)
+class _ScoredVersion:
+    """One version's predictions on the test rows, and what they measure."""
+
+    metrics: dict[str, float]
+    slices: Slices
+    truth: np.ndarray
+    prediction: np.ndarray
+
+
+def _score_version(
+    spec: ModelSpec,
+    version: str,
+    test: pd.DataFrame,
+    *,
+    settings: PlatformSettings,
+    registry: ModelRegistry,
+) -> _ScoredVersion:
+    """``evaluate_version``, keeping the truth and the predictions for the plots."""
     threshold = spec.evaluation.threshold
     model = registry.load_model(spec.name, version)
     rows = _with_inputs_of(model, version, test, spec, settings, registry)
@@ -114,7 +144,50 @@ def evaluate_version(
         threshold,
         spec.evaluation.min_slice_rows,
     )
-    return metrics, slices
+    return _ScoredVersion(metrics, slices, truth, prediction)
+
+
+def _write_plots(
+    spec: ModelSpec,
+    version: str,
+    scored: _ScoredVersion,
+    champion: tuple[str, _ScoredVersion] | None,
+    step: StepContext,
+    mlflow_run_id: str,
+) -> dict[str, str]:
+    """Render the evaluation's plots, store them beside the report and log them to MLflow.
+
+    Pictures are presentation: one that cannot be drawn is logged and left out, and the
+    evaluation (metrics, gates) stands without it.
+
+    Returns:
+        Plot name to the PNG's path under the version's evaluation directory.
+    """
+    from ml_platform.evaluation.plots import Scored, evaluation_plots, slice_plot
+
+    try:
+        plots = evaluation_plots(
+            spec.task,
+            scored.truth,
+            Scored(f"v{version}", scored.prediction),
+            threshold=spec.evaluation.threshold,
+            champion=Scored(f"v{champion[0]} (champion)", champion[1].prediction)
+            if champion
+            else None,
+        )
+        slices = slice_plot(
+            scored.slices, spec.primary_metric, champion[1].slices if champion else None
+        )
+    except Exception as error:  # a picture never fails an evaluation
+        step.log(f"evaluation plots not drawn: {type(error).__name__}: {error}")
+        return {}
+    plots += [slices] if slices is not None else []
+    directory = evaluation_directory(step, spec.name, version)
+    paths = {plot.name: f"{directory}/plots/{plot.name}.png" for plot in plots}
+    for plot in plots:
+        storage.write_bytes(paths[plot.name], plot.png)
+    step.registry.log_plots(mlflow_run_id, {plot.name: plot.png for plot in plots})
+    return paths
 
 
 def _record_rejection(
@@ -145,15 +218,81 @@ def _record_rejection(
         log(reason)
 
 
+def run_version(spec: ModelSpec, step: StepContext) -> tuple[str, str | None]:
+    """The version this step's Dagster run registered, else the model's current one.
+
+    Args:
+        spec: The model spec.
+        step: The engines and run of this step.
+
+    Returns:
+        The version, and the MLflow run it was trained in when known from the model's current
+        record (None when it was found by the Dagster run tag).
+
+    Raises:
+        FileNotFoundError: The run registered nothing and the model was never trained.
+    """
+    if step.dagster_run_id:
+        version = step.registry.find_version(spec.name, {TAG_DAGSTER_RUN: step.dagster_run_id})
+        if version is not None:
+            step.log(f"version {version}: the version this run ({step.dagster_run_id}) trained")
+            return version, None
+        why = f"run {step.dagster_run_id} trained no version of '{spec.name}'"
+    else:
+        why = "the step has no Dagster run"
+    record = current_model(step.settings, spec.name)
+    step.log(f"version {record.version}: the model's newest trained version, as {why}")
+    return record.version, record.mlflow_run_id
+
+
+def evaluation_directory(step: StepContext, model: str, version: str) -> str:
+    """Where the evaluation of one version is written (its pointer is the report).
+
+    Args:
+        step: The engines of the step (their artifact root).
+        model: The model.
+        version: The evaluated version.
+
+    Returns:
+        ``<artifact_root>/models/<model>/evaluation/<version>``.
+    """
+    return model_root(step.settings, model, "evaluation", version)
+
+
+def evaluation_of(step: StepContext, model: str, version: str) -> EvaluationReport:
+    """The evaluation ``evaluate_model`` wrote for ``version``.
+
+    Args:
+        step: The engines of the step.
+        model: The model.
+        version: The evaluated version.
+
+    Returns:
+        The report.
+
+    Raises:
+        FileNotFoundError: The version was never evaluated.
+    """
+    data = storage.read_pointer(evaluation_directory(step, model, version))
+    if data is None:
+        raise FileNotFoundError(
+            f"version {version} of model '{model}' has no evaluation; materialize "
+            f"'{model}/evaluation' in the run that trained it"
+        )
+    return EvaluationReport.from_dict(data)
+
+
 def evaluate_model(
     spec: ModelSpec,
     step: StepContext,
 ) -> EvaluationReport:
-    """Evaluate the newest version on the test split, and the champion on the same rows.
+    """Evaluate this run's version on the test split, and the champion on the same rows.
 
-    The report is logged to the version's training run and written as the model's current
-    evaluation; each gate's verdict is tagged on the version. When a gate failed, the version is
-    tagged ``rejected`` and the rejection is audited.
+    The version is the one the step's Dagster run registered (``run_version``); a run that
+    trained none (evaluation materialized alone) evaluates the model's newest trained version.
+    The report is logged to the version's training run and written for the version and as the
+    model's current evaluation; each gate's verdict is tagged on the version. When a gate
+    failed, the version is tagged ``rejected`` and the rejection is audited.
 
     Args:
         spec: The model spec.
@@ -165,24 +304,28 @@ def evaluate_model(
     Raises:
         FileNotFoundError: The model has no trained version or no training set.
     """
-    record = current_model(step.settings, spec.name)
+    version, mlflow_run_id = run_version(spec, step)
+    if mlflow_run_id is None:
+        mlflow_run_id = step.registry.training_run_of(spec.name, version).run_id
     manifest = current_training_set(step.settings, spec.name)
     test = read_split(manifest, "test")
-    metrics, slices = evaluate_version(
-        spec, record.version, test, settings=step.settings, registry=step.registry
-    )
+    scored = _score_version(spec, version, test, settings=step.settings, registry=step.registry)
+    metrics, slices = scored.metrics, scored.slices
     champion = step.registry.champion_version(spec.name)
     champion_metrics = champion_slices = champion_error = None
-    if champion is not None and champion != record.version:
+    champion_scored: tuple[str, _ScoredVersion] | None = None
+    if champion is not None and champion != version:
         step.log(f"comparing with champion v{champion} on the same {len(test)} test rows")
         try:
-            champion_metrics, champion_slices = evaluate_version(
+            on_same_rows = _score_version(
                 spec, champion, test, settings=step.settings, registry=step.registry
             )
+            champion_metrics, champion_slices = on_same_rows.metrics, on_same_rows.slices
+            champion_scored = (champion, on_same_rows)
         except ValueError as error:
             champion_error = f"champion v{champion} could not be evaluated: {error}"
             step.log(champion_error)
-    elif champion == record.version:
+    elif champion == version:
         champion_metrics, champion_slices = metrics, slices
     gates = evaluation_gates(
         spec.primary_metric,
@@ -194,7 +337,7 @@ def evaluate_model(
     )
     report = EvaluationReport(
         model=spec.name,
-        version=record.version,
+        version=version,
         snapshot_id=manifest.snapshot_id,
         primary_metric=spec.primary_metric,
         metrics=metrics,
@@ -203,11 +346,14 @@ def evaluate_model(
         champion_metrics=champion_metrics,
         champion_slices=champion_slices,
         gates=[asdict(gate) for gate in gates],
+        threshold=spec.evaluation.threshold if spec.task == "binary_classification" else None,
+        plots=_write_plots(spec, version, scored, champion_scored, step, mlflow_run_id),
     )
-    step.registry.log_evaluation(record.mlflow_run_id, metrics, report.to_dict())
+    step.registry.log_evaluation(mlflow_run_id, metrics, report.to_dict())
+    storage.write_pointer(evaluation_directory(step, spec.name, version), report.to_dict())
     storage.write_pointer(model_root(step.settings, spec.name, "evaluation"), report.to_dict())
     verdicts = {gate_tag(g.name): "passed" if g.passed else "failed" for g in gates}
-    step.registry.tag_version(spec.name, record.version, verdicts)
+    step.registry.tag_version(spec.name, version, verdicts)
     failed = [g for g in gates if not g.passed]
     if failed:
         _record_rejection(

@@ -1,9 +1,35 @@
-"""Promote: move the ``champion`` alias when the decision says so, or by an audited override."""
+"""Promote: move the ``champion`` alias when the decision says so, or by an audited override.
+
+The alias moves by compare-and-set under the audit log's lock ``champion:<model>``
+(``AuditLog.exclusive``): inside it the alias is read, and a promotion whose evaluation compared
+with another champion than the current one is refused ("champion moved from vX to vY since
+evaluation; re-run evaluation"); the audit entry is written on the locked connection, then the
+alias moves, then both commit: an alias that failed to move leaves no ``promoted`` entry, and
+concurrent promotions form one chain (each entry's ``previous_champion`` is the one before).
+
+An alias moved outside the platform (``lifecycle.champion_audit``) is recorded and alerted here
+too. The promotion is then decided by the gates as usual: the evaluation compared the candidate
+with the alias's actual version (what serves today), so a better candidate replaces it with an
+audited promotion, which makes the alias explained again; a candidate that is not better leaves
+the unexplained champion in place, and scoring keeps refusing it until an override or a
+promotion.
+"""
 
 from __future__ import annotations
 
+from ml_platform.core.alerts import send_alert
 from ml_platform.core.audit import AuditLog
+from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.promotion import PromotionDecision, decide_promotion
+from ml_platform.evaluation.report import EvaluationReport
+from ml_platform.lifecycle.champion_audit import (
+    ChampionCheck,
+    champion_lock,
+    check_champion,
+    record_unexplained,
+    unexplained_alert,
+)
+from ml_platform.lifecycle.evaluate import evaluation_of, run_version
 from ml_platform.lifecycle.records import StepContext, current_evaluation
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.registry.tags import (
@@ -19,11 +45,33 @@ MIN_OVERRIDE_REASON = 15
 """The shortest reason an override is accepted with (characters)."""
 
 
+def _shown(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def _this_runs_evaluation(spec: ModelSpec, step: StepContext) -> EvaluationReport:
+    """The evaluation of the version this run trained (else of the newest trained version)."""
+    version, _ = run_version(spec, step)
+    try:
+        return evaluation_of(step, spec.name, version)
+    except FileNotFoundError:
+        # Evaluated before reports were kept per version: only the current report has it.
+        report = current_evaluation(step.settings, spec.name)
+        if report.version != version:
+            raise
+        return report
+
+
 def promote(
     spec: ModelSpec,
     step: StepContext,
 ) -> tuple[PromotionDecision, str | None]:
-    """Move the ``champion`` alias to the evaluated version when the decision says so.
+    """Move the ``champion`` alias to this run's evaluated version when the decision says so.
+
+    The evaluated version is the one this Dagster run trained (its evaluation is read for that
+    version), else the model's current evaluation. The alias moves only if it still points at
+    the champion the evaluation compared with (compare-and-set under ``champion:<model>``);
+    otherwise the version is ``not_promoted`` with the reason.
 
     Args:
         spec: The model spec (its promotion policy).
@@ -33,29 +81,61 @@ def promote(
         The decision and the champion version after it.
 
     Raises:
-        FileNotFoundError: The model has no evaluation.
+        FileNotFoundError: The version has no evaluation.
+        RegistryUnavailableError: MLflow could not say where the alias is (nothing moves).
     """
-    report = current_evaluation(step.settings, spec.name)
+    report = _this_runs_evaluation(spec, step)
     decision = decide_promotion(report, spec)
-    action = "promoted" if decision.promote else "not_promoted"
-    if decision.promote:
-        step.registry.set_champion(spec.name, report.version)
+    with step.audit.exclusive(champion_lock(spec.name)) as section:
+        check = check_champion(step.registry, section, spec.name)
+        unexplained = record_unexplained(
+            section, check, dagster_run_id=step.dagster_run_id, detected_by="promotion"
+        )
+        champion = check.alias_version
+        if decision.promote and champion != report.champion_version:
+            decision = PromotionDecision(
+                False,
+                [
+                    f"champion moved from {_shown(report.champion_version)} to "
+                    f"{_shown(champion)} since evaluation; re-run evaluation"
+                ],
+            )
+        action = "promoted" if decision.promote else "not_promoted"
+        section.record(
+            spec.name,
+            action,
+            model_version=report.version,
+            data_snapshot_id=report.snapshot_id,
+            dagster_run_id=step.dagster_run_id,
+            details={
+                "reasons": decision.reasons,
+                "previous_champion": champion,
+                "evaluated_against": report.champion_version,
+                "previous_champion_unexplained": check.unexplained,
+            },
+        )
+        if decision.promote:
+            # Inside the section: if the alias does not move, the audit entry rolls back.
+            step.registry.set_champion(spec.name, report.version)
+    _alert_unexplained(check, unexplained, step)
     step.registry.tag_version(
         spec.name,
         report.version,
         {TAG_PROMOTION: action, TAG_PROMOTION_REASON: "; ".join(decision.reasons)},
     )
-    step.audit.record(
-        spec.name,
-        action,
-        model_version=report.version,
-        data_snapshot_id=report.snapshot_id,
-        dagster_run_id=step.dagster_run_id,
-        details={"reasons": decision.reasons, "previous_champion": report.champion_version},
-    )
     for reason in decision.reasons:
         step.log(reason)
-    return decision, step.registry.champion_version(spec.name)
+    return decision, report.version if decision.promote else champion
+
+
+def _alert_unexplained(check: ChampionCheck, recorded: bool, step: StepContext) -> None:
+    """Alert a newly recorded unexplained champion (after the section: the alert is audited)."""
+    if not check.unexplained:
+        return
+    step.log(check.describe())
+    if recorded:
+        alert = unexplained_alert(check, run_id=step.dagster_run_id, detected_by="promotion")
+        send_alert(alert, step.settings, step.audit)
 
 
 def override_promotion(
@@ -69,6 +149,10 @@ def override_promotion(
     dagster_run_id: str | None = None,
 ) -> str | None:
     """Make ``version`` the champion regardless of the gates: explicit, explained and audited.
+
+    The alias moves under the champion lock, with the ``override_promoted`` entry committed
+    with it; that entry is what explains the alias afterwards (``champion_audit``), so the
+    override is also how a champion moved outside the platform is accepted.
 
     Args:
         spec: The model spec.
@@ -95,8 +179,29 @@ def override_promotion(
         raise ValueError("an override needs requested_by: who takes responsibility for it")
     if str(version) not in registry.registered_versions(spec.name):
         raise ValueError(f"model '{spec.name}' has no version {version!r}")
-    previous = registry.champion_version(spec.name)
-    registry.set_champion(spec.name, str(version))
+    with audit.exclusive(champion_lock(spec.name)) as section:
+        check = check_champion(registry, section, spec.name)
+        unexplained = record_unexplained(
+            section, check, dagster_run_id=dagster_run_id, detected_by="override"
+        )
+        previous = check.alias_version
+        section.record(
+            spec.name,
+            "override_promoted",
+            model_version=str(version),
+            dagster_run_id=dagster_run_id,
+            details={
+                "reason": reason,
+                "requested_by": requested_by,
+                "previous_champion": previous,
+                "previous_champion_unexplained": check.unexplained,
+            },
+        )
+        # Inside the section: if the alias does not move, the audit entry rolls back.
+        registry.set_champion(spec.name, str(version))
+    if unexplained:
+        alert = unexplained_alert(check, run_id=dagster_run_id, detected_by="override")
+        send_alert(alert, PlatformSettings.from_env(audit_url=audit.url), audit)
     registry.tag_version(
         spec.name,
         str(version),
@@ -106,12 +211,5 @@ def override_promotion(
             TAG_OVERRIDE_BY: requested_by,
             TAG_OVERRIDE_RUN: dagster_run_id or "",
         },
-    )
-    audit.record(
-        spec.name,
-        "override_promoted",
-        model_version=str(version),
-        dagster_run_id=dagster_run_id,
-        details={"reason": reason, "requested_by": requested_by, "previous_champion": previous},
     )
     return previous

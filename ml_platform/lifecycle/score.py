@@ -1,4 +1,7 @@
-"""Score: the newest data scored by the champion, written as parquet and audited."""
+"""Score: the newest data scored by the champion, written as parquet and audited.
+
+Only a champion the audit log explains scores (see ``lifecycle.champion_audit``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from datetime import UTC, datetime
 from ml_platform.core import storage
 from ml_platform.datasets.scoring_set import build_scoring_set
 from ml_platform.datasets.split import snapshot_id
+from ml_platform.lifecycle.champion_audit import audit_champion, raise_if_unexplained
 from ml_platform.lifecycle.records import PredictionRecord, StepContext
 from ml_platform.spec.catalog import Catalog, ResolvedFeatures
 from ml_platform.spec.model import ModelSpec
@@ -35,8 +39,19 @@ def score(
 
     Raises:
         LookupError: The model has no champion yet.
+        UnexplainedChampionError: The champion alias was moved outside the platform (no
+            promotion or override in the audit log put it there); recorded and alerted.
     """
-    version = step.registry.champion_version(spec.name)
+    check = audit_champion(
+        step.registry,
+        step.audit,
+        step.settings,
+        spec.name,
+        dagster_run_id=step.dagster_run_id,
+        detected_by="scoring",
+    )
+    raise_if_unexplained(check)
+    version = check.alias_version
     if version is None:
         raise LookupError(
             f"model '{spec.name}' has no champion yet; materialize '{spec.name}/champion' "

@@ -298,6 +298,20 @@ class ModelRegistry:
         self.client.log_batch(run_id, metrics=batch, synchronous=True)
         self.client.log_dict(run_id, report, "evaluation/report.json")
 
+    def log_plots(self, run_id: str, plots: dict[str, bytes]) -> None:
+        """Add an evaluation's pictures to the training run, as ``evaluation/plots/<name>.png``.
+
+        Args:
+            run_id: The training run of the evaluated version.
+            plots: Plot name to PNG bytes.
+        """
+        if not plots:
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            for name, png in plots.items():
+                Path(directory, f"{name}.png").write_bytes(png)
+            self.client.log_artifacts(run_id, directory, "evaluation/plots")
+
     def log_reference(self, run_id: str, statistics: dict[str, Any], sample: pd.DataFrame) -> None:
         """Add a version's drift reference to its training run, under ``reference/``.
 

@@ -78,6 +78,25 @@ def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
         assert evaluation.metrics["roc_auc"] > 0.6
         assert set(evaluation.slices["region"]) >= {"lagos", "nairobi"}
 
+        # The evaluation's pictures: stored beside the report, logged to the training run, and
+        # shown inline in the asset's metadata with the threshold behind precision and recall.
+        pictures = {"roc", "precision_recall", "confusion_matrix", "calibration"}
+        assert pictures | {"score_distribution", "slices"} == set(evaluation.plots)
+        assert all(
+            Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            for path in evaluation.plots.values()
+        )
+        run_id = registry.training_run_of(MODEL, "1").run_id
+        logged = {a.path for a in registry.client.list_artifacts(run_id, "evaluation/plots")}
+        assert {f"evaluation/plots/{name}.png" for name in pictures} <= logged
+        shown = instance.get_latest_materialization_event(dg.AssetKey([MODEL, "evaluation"]))
+        assert shown is not None
+        shown_metadata = shown.asset_materialization.metadata  # type: ignore[union-attr]
+        assert shown_metadata["threshold"].value == evaluation.threshold == 0.3
+        assert shown_metadata["plots"].value.count("](data:image/png;base64,") == len(
+            evaluation.plots
+        )
+
         # Retraining on the same data registers version 2 and compares it with the champion on
         # the same test rows; the alias moves only if the challenger is better.
         run_job(small_example, f"{MODEL}_training", instance)
