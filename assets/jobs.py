@@ -16,6 +16,7 @@ import dagster as dg
 from assets.keys import (
     MODEL_TAG,
     TRAINING_ASSETS,
+    TRAINING_TAG,
     feature_key,
     model_key,
     monitoring_job_name,
@@ -81,7 +82,11 @@ def build_jobs(catalog: Catalog) -> list[UnresolvedAssetJobDefinition]:
                 selection=training_selection(catalog, name),
                 description=f"Build features and the training set, train, evaluate and promote "
                 f"{name}.",
-                tags={MODEL_TAG: name, **run_tags(profiles[spec.compute.profile])},
+                tags={
+                    MODEL_TAG: name,
+                    TRAINING_TAG: name,
+                    **run_tags(profiles[spec.compute.profile]),
+                },
             )
         )
         jobs.append(

@@ -24,6 +24,9 @@ MONITORING_ASSETS = ("predictions", "drift_report")
 
 MODEL_TAG = "ml_platform/model"
 """Run and schedule tag naming the model a run works on (read by the failure alerts)."""
+TRAINING_TAG = "ml_platform/training"
+"""Run tag naming the model a run trains: on the training job, and added by the model step to
+any run that executes it (the run queue limits runs per value with ``tag_concurrency_limits``)."""
 OVERRIDE_TAG = "ml_platform/override"
 """Run tag marking a manual promotion override."""
 

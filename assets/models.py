@@ -19,8 +19,10 @@ from assets.keys import (
     DATA_GATE,
     DATA_GATE_DESCRIPTION,
     EVALUATION_GATE_DESCRIPTIONS,
+    MODEL_TAG,
     NO_SIGNIFICANT_DRIFT,
     NO_SIGNIFICANT_DRIFT_DESCRIPTION,
+    TRAINING_TAG,
     feature_key,
     model_key,
     source_key,
@@ -37,9 +39,9 @@ from assets.metadata import (
     predictions_metadata,
     training_set_metadata,
 )
-from ml_platform.compute.kubernetes import PROFILE_TAG, op_tags, pool
+from ml_platform.compute.kubernetes import PROFILE_TAG, op_tags, pool, run_tags
 from ml_platform.compute.profiles import load_profiles
-from ml_platform.core.settings import deployment
+from ml_platform.core.settings import deployment, retry_delay_seconds
 from ml_platform.evaluation.gates import EVALUATION_GATES
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.model import ModelSpec
@@ -65,7 +67,7 @@ def _training_step(model: ModelSpec) -> _Step:
         op_tags=op_tags(profile, deployment()),
         pool=pool(profile),
         # A preempted or evicted step is retried and resumes from its last checkpoint.
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=retry_delay_seconds()),
     )
 
 
@@ -124,6 +126,48 @@ def _data_gate_fails_the_step() -> Iterator[None]:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
+@contextmanager
+def _training_refusals_fail_the_step(model: str) -> Iterator[None]:
+    """Another live training of the model, or a spent time budget, fails the step for good."""
+    from ml_platform.core.leases import LeaseHeld
+    from ml_platform.training.budget import TrainingBudgetExceeded
+
+    try:
+        yield
+    except LeaseHeld as error:
+        holder, since = error.lease.holder, error.lease.acquired_at.isoformat(timespec="seconds")
+        raise dg.Failure(
+            description=f"model {model} is being trained by run {holder} since {since}; this "
+            "run trains nothing (one training run per model at a time: launch it again once "
+            "that run has finished)",
+            allow_retries=False,
+        ) from None
+    except TrainingBudgetExceeded as error:
+        raise dg.Failure(description=f"model {model}: {error}", allow_retries=False) from None
+
+
+def _tag_the_run(context: AssetExecutionContext, tags: Mapping[str, str]) -> None:
+    """Add the training run tags its launch did not set (a UI selection, automation).
+
+    Run monitoring reads ``dagster/max_runtime`` from the run's stored tags on every check, so
+    the limit applies from here on; the training job sets them all when the run is queued.
+    """
+    missing = {key: value for key, value in tags.items() if key not in context.run.tags}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)
+        context.log.info(f"run tagged as a training run: {missing}")
+
+
+def _run_is_alive(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    """Whether a Dagster run still runs: known to the instance and not finished."""
+
+    def is_alive(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    return is_alive
+
+
 def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
     """``<model>/training_set``: labels joined with features point-in-time, gated, split by time.
 
@@ -177,9 +221,16 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
         catalog: the loaded specs.
 
     Returns:
-        The asset; a preempted step is retried and resumes from its last checkpoint.
+        The asset; a preempted step is retried and resumes from its last checkpoint. Whatever
+        launched its run, the step tags the run as a training run (maximum runtime, model) and
+        trains only if no other live run trains the model.
     """
     resolved = catalog.resolved[model.name]
+    training_run_tags = {
+        MODEL_TAG: model.name,
+        TRAINING_TAG: model.name,
+        **run_tags(load_profiles()[model.compute.profile]),
+    }
 
     @_model_asset(
         model,
@@ -195,12 +246,14 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
         """A model of the spec's flavor trained on the training set, registered in MLflow."""
         from ml_platform.lifecycle.train import train_model
 
-        with _data_gate_fails_the_step():
+        _tag_the_run(context, training_run_tags)
+        with _data_gate_fails_the_step(), _training_refusals_fail_the_step(model.name):
             record = train_model(
                 model,
                 resolved,
                 lifecycle.step(context),
                 parent_run_id=mlflow.parent_run_id,
+                is_alive=_run_is_alive(context.instance),
             )
         return dg.MaterializeResult(metadata=model_metadata(record))
 

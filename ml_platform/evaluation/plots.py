@@ -154,19 +154,24 @@ def learning_curve_plot(history: Sequence[Mapping[str, Any]], metric: str | None
     epochs = [int(row["epoch"]) for row in history]
     figure, axes = _figure()
     for key, style in (("train_loss", "--"), ("val_loss", "-")):
-        values = [row.get(key) for row in history]
-        if any(v is not None for v in values):
+        values = [_value(row.get(key)) for row in history]
+        if any(v == v for v in values):
             axes.plot(epochs, values, style, label=key.replace("_", " "))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
     key = f"val_{metric}" if metric else None
     if key and any(key in row for row in history):
         other = axes.twinx()
-        other.plot(epochs, [row.get(key) for row in history], color="#d62728", label=key)
+        other.plot(epochs, [_value(row.get(key)) for row in history], color="#d62728", label=key)
         other.set_ylabel(f"validation {metric}")
         other.legend(loc="upper right", fontsize=8)
     axes.legend(loc="upper left", fontsize=8)
     return _render(figure, "learning_curve", "loss and primary metric per epoch")
+
+
+def _value(value: Any) -> float:
+    """A history value as a float; absent is NaN, which matplotlib leaves as a gap."""
+    return float("nan") if value is None else float(value)
 
 
 def as_markdown(plots: Sequence[Plot]) -> str:
@@ -306,9 +311,7 @@ def _multiclass_plots(truth: np.ndarray, challenger: Scored) -> list[Plot]:
     ]
 
 
-def _regression_plots(
-    truth: np.ndarray, challenger: Scored, champion: Scored | None
-) -> list[Plot]:
+def _regression_plots(truth: np.ndarray, challenger: Scored, champion: Scored | None) -> list[Plot]:
     import numpy as np
 
     rows = np.random.default_rng(0).permutation(len(truth))[:_MAX_POINTS]

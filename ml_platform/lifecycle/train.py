@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.compute.profiles import ComputeProfile, load_profiles
 from ml_platform.core import storage
+from ml_platform.core.leases import Leases, training_lease
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
 from ml_platform.lifecycle.records import Log, ModelRecord, StepContext, model_root
@@ -85,7 +88,12 @@ def training_params(spec: ModelSpec) -> dict[str, Any]:
         "flavor": spec.model.flavor,
         "architecture": spec.model.architecture,
         **{f"model.{k}": v for k, v in sorted(spec.model.params.items())},
-        **{f"training.{k}": v for k, v in spec.training.model_dump().items()},
+        # The time budget decides whether a model is trained, not which: a run stopped by it
+        # resumes from its checkpoint under a larger budget.
+        **{
+            f"training.{k}": v
+            for k, v in spec.training.model_dump(exclude={"max_duration"}).items()
+        },
         "compute.profile": spec.compute.profile,
         "split.validation_fraction": spec.split.validation_fraction,
         "split.test_fraction": spec.split.test_fraction,
@@ -93,7 +101,10 @@ def training_params(spec: ModelSpec) -> dict[str, Any]:
 
 
 def training_config(
-    spec: ModelSpec, train: pd.DataFrame, profile: ComputeProfile
+    spec: ModelSpec,
+    train: pd.DataFrame,
+    profile: ComputeProfile,
+    started_at: float | None = None,
 ) -> TrainingConfig:
     """The flavor's training settings: the spec's ``training`` section on the profile's device.
 
@@ -101,6 +112,9 @@ def training_config(
         spec: The model spec.
         train: The training split (a ``balanced`` class weight is computed from its labels).
         profile: The compute profile; with a GPU the device is ``auto`` (CUDA when visible).
+        started_at: When the step started (``time.time()``): the training budget
+            (``training.max_duration``, else the profile's ``max_runtime_seconds``) counts from
+            it; None counts from the start of the fit.
 
     Returns:
         The training config.
@@ -118,7 +132,24 @@ def training_config(
         precision=spec.training.precision,
         compile=spec.training.compile,
         positive_class_weight=_positive_class_weight(spec, train),
+        max_seconds=training_budget_seconds(spec, profile),
+        started_at=started_at,
     )
+
+
+def training_budget_seconds(spec: ModelSpec, profile: ComputeProfile) -> float:
+    """The training step's wall-clock budget in seconds.
+
+    Args:
+        spec: The model spec (``training.max_duration``).
+        profile: Its compute profile, whose ``max_runtime_seconds`` applies when the spec sets
+            no budget.
+
+    Returns:
+        ``training.max_duration`` in seconds, else the profile's maximum runtime.
+    """
+    budget = spec.training.max_duration_seconds
+    return budget if budget is not None else float(profile.max_runtime_seconds)
 
 
 def _positive_class_weight(spec: ModelSpec, train: pd.DataFrame) -> float | None:
@@ -298,10 +329,12 @@ def _register(
     checkpoint_dir: str,
     run_tags: dict[str, str],
     version_tags: dict[str, str],
+    started_at: float,
 ) -> tuple[str, TrainingRun, dict[str, Any]]:
     """Fit in a new MLflow run and register the version; its drift reference is stored with it."""
     profile = load_profiles()[spec.compute.profile]
-    config = training_config(spec, frames[0], profile)
+    config = training_config(spec, frames[0], profile, started_at=started_at)
+    step.log(f"training budget: {config.max_seconds:g} s from the start of this step")
     with step.registry.start_training_run(spec.name, params, run_tags) as run:
         step.log(f"MLflow run {run.run_id}: {run.url}")
         schema = feature_schema(spec, resolved)
@@ -359,14 +392,29 @@ def _complete_registration(
     return run, facts
 
 
+def _assume_alive(holder: str) -> bool:
+    """Without a way to ask, another holder is taken to be alive: never two trainings at once."""
+    del holder
+    return True
+
+
 def train_model(
     spec: ModelSpec,
     resolved: ResolvedFeatures,
     step: StepContext,
     *,
     parent_run_id: str | None = None,
+    is_alive: Callable[[str], bool] | None = None,
 ) -> ModelRecord:
     """Train on the current training set, log the MLflow run and register a new version.
+
+    In a Dagster run, at most one run trains a model at a time, however it was launched: the
+    step holds the lease ``train:<model>`` (``core.leases``, on the audit database) for the
+    whole training, keyed by its Dagster run; a retry of the same run takes it again. A lease
+    whose holder run is no longer alive (``is_alive``) is taken over, so a killed run blocks
+    nothing once Dagster marks it failed. Training stops past its time budget
+    (``training.max_duration``, else the compute profile's ``max_runtime_seconds``, counted from
+    the start of this step), keeping its checkpoint and registering nothing.
 
     Checkpoints go to a directory keyed by data snapshot and parameters (the training key), so a
     retried step (preemption, eviction, kill) resumes from the last finished epoch. The version is
@@ -383,6 +431,8 @@ def train_model(
         parent_run_id: The MLflow run of the Dagster run (``MlflowTrackingResource``); the
             training run is nested under it.
         step: The engines and run of this step (`StepContext`).
+        is_alive: Whether the Dagster run holding the model's lease still runs; None takes
+            every other holder to be alive.
 
     Returns:
         The record of the registered version (also written as the model's current pointer).
@@ -392,7 +442,25 @@ def train_model(
         TrainingDataError: The data cannot be trained on.
         ModelArchitectureError: The model params do not fit the flavor or architecture.
         TrainingDivergedError: The validation loss became NaN or infinite.
+        LeaseHeld: Another live run is training this model; nothing was trained.
+        TrainingBudgetExceeded: Training ran past its budget; nothing was registered.
     """
+    started_at = time.time()
+    if step.dagster_run_id is None:  # outside Dagster (a notebook, a test): no run to key on
+        return _train(spec, resolved, step, parent_run_id, started_at)
+    leases = Leases(step.settings.audit_url)
+    with leases.held(training_lease(spec.name), step.dagster_run_id, is_alive or _assume_alive):
+        return _train(spec, resolved, step, parent_run_id, started_at)
+
+
+def _train(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    step: StepContext,
+    parent_run_id: str | None,
+    started_at: float,
+) -> ModelRecord:
+    """`train_model` once the lease is held: fit and register, or finish a registration."""
     manifest = current_training_set(step.settings, spec.name)
     frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
     params = training_params(spec)
@@ -416,6 +484,7 @@ def train_model(
             checkpoint_dir=checkpoint_dir,
             run_tags={**tags, TAG_TRAINING_KEY: training_key},
             version_tags=identity,
+            started_at=started_at,
         )
     else:
         version = registered

@@ -15,7 +15,15 @@ from ml_platform.compute.profiles import load_profiles
 from ml_platform.core.helpers import unknown
 from ml_platform.core.tasks import DEFAULT_PRIMARY_METRIC, LOWER_IS_BETTER, Metric, Task
 from ml_platform.gates.spec import DataGateSpec
-from ml_platform.spec.values import Cron, Duration, Name, PositiveDuration, StrictSpec, Timezone
+from ml_platform.spec.values import (
+    Cron,
+    Duration,
+    Name,
+    PositiveDuration,
+    StrictSpec,
+    Timezone,
+    parse_duration,
+)
 
 
 class FeatureSelection(StrictSpec):
@@ -78,6 +86,16 @@ class TrainingSpec(StrictSpec):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     positive_class_weight: Annotated[float, Field(gt=0)] | Literal["balanced"] | None = None
+    # The training step's wall-clock budget ('2h'); unset, the compute profile's max runtime.
+    # It decides whether a model is trained, not which one: not part of the training key.
+    max_duration: PositiveDuration | None = None
+
+    @property
+    def max_duration_seconds(self) -> float | None:
+        """``max_duration`` in seconds, or None when the spec leaves it to the profile."""
+        if self.max_duration is None:
+            return None
+        return parse_duration(self.max_duration).total_seconds()
 
 
 class ComputeSpec(StrictSpec):

@@ -47,6 +47,10 @@ class TrainingConfig:
         data_location: CUDA only. "device" keeps the whole split in GPU memory, "pinned" keeps it
             in pinned host memory and copies each batch, "auto" picks "device" when the data
             takes under a quarter of the free GPU memory.
+        max_seconds: Wall-clock budget of the training: past it, the fit stops after the
+            epoch's checkpoint and raises `TrainingBudgetExceeded`; None means no budget.
+        started_at: When the budget's clock started (``time.time()``, so torchrun processes
+            share it); None starts it when the fit starts.
     """
 
     epochs: int = 20
@@ -61,6 +65,8 @@ class TrainingConfig:
     positive_class_weight: float | None = None
     num_threads: int | None = None
     data_location: str = "auto"
+    max_seconds: float | None = None
+    started_at: float | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -87,6 +93,8 @@ class TrainingConfig:
             problems.append(
                 f"positive_class_weight must be positive or None, got {self.positive_class_weight}"
             )
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            problems.append(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.num_threads is not None and self.num_threads < 1:
             problems.append(f"num_threads must be at least 1 or None, got {self.num_threads}")
         device = self.device

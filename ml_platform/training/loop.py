@@ -32,6 +32,7 @@ from ml_platform.training.batching import (
     prepare_labels,
     validate_arrays,
 )
+from ml_platform.training.budget import TrainingBudgetExceeded, budget_exhausted
 from ml_platform.training.checkpoint import (
     CHECKPOINT_FILENAME,
     TrainingProgress,
@@ -175,6 +176,8 @@ def train_arrays(
         TrainingDataError: The arrays are empty, mis-shaped, non-finite or have one class.
         ModelArchitectureError: The module's output shape does not fit the task.
         TrainingDivergedError: The validation loss became NaN or infinite.
+        TrainingBudgetExceeded: ``config.max_seconds`` passed (counted from
+            ``config.started_at``) with epochs left; the checkpoint of the last epoch is kept.
         ValueError: Under torchrun, batch_size is below the number of processes or a process
             has no GPU of its own.
     """
@@ -192,13 +195,40 @@ def train_arrays(
         dtype=torch.float64,
         device=run.device,
     )
+    started_at = config.started_at if config.started_at is not None else time.time()
     for epoch in range(progress.start_epoch, config.epochs + 1):
         if progress.stopped_early:
             break
         _train_epoch(run, progress, epoch, batch_rows)
         if run.checkpoint_path is not None:
             _write_checkpoint(run, progress, epoch)
+        if epoch < config.epochs and not progress.stopped_early:
+            _check_budget(run, started_at, epoch)
     return _finish(run, progress)
+
+
+def _check_budget(run: _Run, started_at: float, epoch: int) -> None:
+    """Stops after this epoch's checkpoint once the budget is spent; all processes agree.
+
+    Checked per epoch, not per batch: the checkpoint is per epoch, so a stop mid-epoch would
+    throw that epoch's work away, and under DDP a per-batch agreement would cost a collective
+    per step.
+    """
+    spent = budget_exhausted(run.config.max_seconds, started_at)
+    if run.ddp is not None:
+        # Clocks differ between processes: rank 0's decision would leave the others waiting
+        # in the next collective, so any process that sees the budget spent stops them all.
+        flag = torch.tensor([1.0 if spent else 0.0], device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        spent = bool(flag.item())
+    if spent and run.config.max_seconds is not None:
+        raise TrainingBudgetExceeded(
+            max_seconds=run.config.max_seconds,
+            elapsed_seconds=time.time() - started_at,
+            completed=epoch,
+            total=run.config.epochs,
+            unit="epoch",
+        )
 
 
 def _ignore_line(line: str) -> None:

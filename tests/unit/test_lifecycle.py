@@ -47,8 +47,8 @@ def test_the_flavor_is_among_what_determines_the_model() -> None:
 
 def test_the_device_follows_the_compute_profile() -> None:
     train = frame(50, 0)
-    cpu = SimpleNamespace(uses_gpu=False, gpu_count=0)
-    gpu = SimpleNamespace(uses_gpu=True, gpu_count=1)
+    cpu = SimpleNamespace(uses_gpu=False, gpu_count=0, max_runtime_seconds=3600)
+    gpu = SimpleNamespace(uses_gpu=True, gpu_count=1, max_runtime_seconds=3600)
     assert training_config(spec(), train, cpu).device == "cpu"  # type: ignore[arg-type]
     assert training_config(spec(), train, gpu).device == "auto"  # type: ignore[arg-type]
 
@@ -62,7 +62,8 @@ def test_the_spec_flavor_fits_a_model_that_saves_its_flavor(flavor: str, tmp_pat
         training={"epochs": 3, "batch_size": 64, "learning_rate": 0.01},
     )
     train, validation = frame(300, 1), frame(100, 2)
-    config = training_config(model_spec, train, SimpleNamespace(uses_gpu=False))  # type: ignore[arg-type]
+    cpu = SimpleNamespace(uses_gpu=False, max_runtime_seconds=3600)
+    config = training_config(model_spec, train, cpu)  # type: ignore[arg-type]
     epochs: list[int] = []
     run = SimpleNamespace(log_epoch=lambda epoch, metrics: epochs.append(epoch))
     profile = SimpleNamespace(uses_gpu=False, gpu_count=0)
@@ -102,7 +103,8 @@ def test_several_gpus_train_torch_with_torchrun_into_a_torch_fitted_model(
         model={"params": {"hidden_sizes": [8]}},
         training={"epochs": 2, "batch_size": 40, "learning_rate": 0.01},
     )
-    config = training_config(model_spec, train, SimpleNamespace(uses_gpu=False))  # type: ignore[arg-type]
+    cpu = SimpleNamespace(uses_gpu=False, max_runtime_seconds=3600)
+    config = training_config(model_spec, train, cpu)  # type: ignore[arg-type]
     epochs: list[int] = []
     lines: list[str] = []
     result = _fit(

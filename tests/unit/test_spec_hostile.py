@@ -21,7 +21,7 @@ import yaml
 from dagster._utils.schedules import is_valid_cron_string
 from pydantic import BaseModel
 
-from ml_platform.cli import main as cli_main
+from ml_platform.cli.main import main as cli_main
 from ml_platform.definitions import build_definitions
 from ml_platform.spec.errors import SpecError
 from ml_platform.spec.loading import load_catalog, read_spec_file

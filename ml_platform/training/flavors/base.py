@@ -179,6 +179,8 @@ class Flavor(abc.ABC):
                 ``model.params.<field>: <what> (<fix>)`` part per problem.
             TrainingDataError: The data cannot be trained on.
             TrainingDivergedError: The validation loss became NaN or infinite.
+            TrainingBudgetExceeded: ``config.max_seconds`` passed with epochs or rounds left;
+                the checkpoint of the last one is kept.
         """
         # pydantic only when fitting: a GPU image that just loads torch models may lack it.
         problems = validate_params(self.name, architecture, params)

@@ -395,6 +395,8 @@ class XGBoostFlavor(Flavor):
                 on_epoch_end=job.on_epoch_end,
                 checkpoint=checkpoint,
                 checkpoint_every=self.checkpoint_every,
+                max_seconds=job.config.max_seconds,
+                started_at=time.time() if job.config.started_at is None else job.config.started_at,
             )
             run_params = {**booster_params, "device": device}
             if job.config.num_threads is not None:

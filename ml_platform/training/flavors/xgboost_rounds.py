@@ -1,9 +1,10 @@
 """Boosting rounds of the XGBoost flavor: history, early stopping, divergence and checkpoints.
 
 `RoundTracker.after_round` runs after every round (through an xgboost `TrainingCallback`), the
-way the torch loop ends each epoch: it records the losses, stops early, calls `on_epoch_end` and
-writes the checkpoint. A checkpoint is one UBJSON booster whose attribute holds the run's state
-and fingerprint, so one atomic write keeps trees and state consistent.
+way the torch loop ends each epoch: it records the losses, stops early, calls `on_epoch_end`,
+writes the checkpoint and, past the training budget, checkpoints and stops the fit. A checkpoint
+is one UBJSON booster whose attribute holds the run's state and fingerprint, so
+one atomic write keeps trees and state consistent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml_platform.core.storage import write_atomically
+from ml_platform.training.budget import budget_exhausted, check_budget
 from ml_platform.training.checkpoint import FINGERPRINT_ROWS, fingerprint_of
 from ml_platform.training.flavors.base import EpochCallback, LogFunction
 from ml_platform.training.schema import TrainingDivergedError
@@ -154,6 +157,9 @@ class RoundTracker:
     checkpoint: BoosterCheckpoint | None
     checkpoint_every: int
     saved_round: int = 0
+    # The training budget (`TrainingConfig.max_seconds`) and when its clock started.
+    max_seconds: float | None = None
+    started_at: float = field(default_factory=time.time)
 
     def after_round(self, booster: xgboost.Booster, evals_log: Mapping[str, Any]) -> bool:
         """Records the round just boosted; returns True to stop boosting."""
@@ -188,7 +194,22 @@ class RoundTracker:
             self.on_epoch_end(round_number, dict(metrics))
         if self.checkpoint is not None and round_number % self.checkpoint_every == 0:
             self.save(booster)
+        if round_number < self.total_rounds and not progress.stopped_early:
+            self._check_budget(booster, round_number)
         return progress.stopped_early
+
+    def _check_budget(self, booster: xgboost.Booster, round_number: int) -> None:
+        """Past the budget: checkpoint this round, then stop the fit for good."""
+        if not budget_exhausted(self.max_seconds, self.started_at):
+            return
+        self.save(booster)
+        check_budget(
+            self.max_seconds,
+            self.started_at,
+            completed=round_number,
+            total=self.total_rounds,
+            unit="round",
+        )
 
     def save(self, booster: xgboost.Booster) -> None:
         """Writes the checkpoint unless this round's is already on disk."""
