@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
 export DAGSTER_HOME ?= $(ML_PLATFORM_HOME)/dagster
 
-.PHONY: install demo demo-1m demo-drift dev mlflow test lint typecheck clean
+.PHONY: install instance demo demo-1m demo-drift dev mlflow test lint typecheck clean
 
 $(BIN)/ml-platform: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,22 @@ $(BIN)/ml-platform: pyproject.toml requirements.lock
 
 install: $(BIN)/ml-platform
 
-demo: install  ## run the example end to end (100k payments) and print the champion
+# The local instance's settings (pools limited to one step, one training run per model),
+# unless DAGSTER_HOME already has a dagster.yaml with content.
+instance:
+	mkdir -p $(DAGSTER_HOME)
+	test -s $(DAGSTER_HOME)/dagster.yaml || cp deploy/local/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install instance  ## run the example end to end (100k payments) and print the champion
 	$(BIN)/ml-platform demo
 
-demo-1m: install  ## the same with 1,000,000 payments
+demo-1m: install instance  ## the same with 1,000,000 payments
 	$(BIN)/ml-platform demo --rows 1000000
 
-demo-drift: install  ## train, score drifted data, report drift, let the sensor retrain
+demo-drift: install instance  ## train, score drifted data, report drift, let the sensor retrain
 	$(BIN)/ml-platform demo --drift
 
-dev: install  ## Dagster UI + daemon on the same instance as the demo (http://127.0.0.1:3000)
-	mkdir -p $(DAGSTER_HOME)
+dev: install instance  ## Dagster UI + daemon on the same instance as the demo (http://127.0.0.1:3000)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow: install  ## MLflow UI on the same backend (http://127.0.0.1:5000)

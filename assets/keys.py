@@ -29,6 +29,9 @@ TRAINING_TAG = "ml_platform/training"
 any run that executes it (the run queue limits runs per value with ``tag_concurrency_limits``)."""
 OVERRIDE_TAG = "ml_platform/override"
 """Run tag marking a manual promotion override."""
+FORCE_RETRAIN_TAG = "ml_platform/force_retrain"
+"""Run tag that makes the model step train and register a new version (value ``true``) even
+when a version with the same data snapshot, parameters and code version exists."""
 
 DATA_GATE = "data_quality"
 DATA_GATE_DESCRIPTION = (
@@ -41,6 +44,12 @@ NO_SIGNIFICANT_DRIFT_DESCRIPTION = (
     "monitoring.drift_share of the inputs drifted, the prediction did not drift, and the primary "
     "metric on newly labelled rows did not drop past monitoring.retrain_on.performance_drop. "
     "Severity WARN: drift does not block scoring; a window too small for a verdict passes."
+)
+FRESH_WITHIN_TTL = "fresh_within_ttl"
+FRESH_WITHIN_TTL_DESCRIPTION = (
+    "The newest event in the view's source is younger than the view's TTL: older features are "
+    "no longer served online and stale data is joined into training sets. Severity WARN: it "
+    "blocks nothing; it reads the source's newest timestamp, the staleness in hours and the TTL."
 )
 EVALUATION_GATE_DESCRIPTIONS = {
     "metrics_meet_thresholds": "Test metrics meet the spec's gates.evaluation.min/max.",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -19,6 +19,7 @@ from assets.keys import (
     DATA_GATE,
     DATA_GATE_DESCRIPTION,
     EVALUATION_GATE_DESCRIPTIONS,
+    FORCE_RETRAIN_TAG,
     MODEL_TAG,
     NO_SIGNIFICANT_DRIFT,
     NO_SIGNIFICANT_DRIFT_DESCRIPTION,
@@ -36,7 +37,9 @@ from assets.metadata import (
     failed_training_set_metadata,
     gate_check_result,
     model_metadata,
+    owners,
     predictions_metadata,
+    read_column_schema,
     training_set_metadata,
 )
 from ml_platform.compute.kubernetes import PROFILE_TAG, op_tags, pool, run_tags
@@ -46,6 +49,9 @@ from ml_platform.evaluation.gates import EVALUATION_GATES
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.model import ModelSpec
 from resources import LifecycleResource, MlflowTrackingResource
+
+if TYPE_CHECKING:
+    from ml_platform.lifecycle.records import ModelRecord, StepContext
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ def _model_asset(
     blocking: bool = True,
     step: _Step | None = None,
 ) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
-    """The decorator of one of a model's assets: its key, group, owners and automation.
+    """The decorator of one of a model's assets: its key, group, owners, description, automation.
+
+    The asset's description is its function's docstring followed by the spec's ``description``
+    of the model; its owner is the spec's ``owner`` (an email, else a team).
 
     Args:
         model: the model's spec; its name is the asset group.
@@ -92,7 +101,7 @@ def _model_asset(
         step: how the asset's step runs (compute profile), for the training step.
 
     Returns:
-        ``dg.asset`` with those arguments.
+        A decorator applying ``dg.asset`` with those arguments.
     """
     step = step or _Step()
     key = model_key(model.name, asset)
@@ -100,19 +109,26 @@ def _model_asset(
         dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description)
         for name, description in (checks or {}).items()
     ]
-    return dg.asset(
-        key=key,
-        deps=deps,
-        group_name=model.name,
-        owners=[model.owner] if "@" in model.owner else [],
-        kinds=kinds,
-        check_specs=check_specs,
-        automation_condition=gated_automation() if model.retraining.automation else None,
-        tags=step.tags,
-        op_tags=step.op_tags,
-        pool=step.pool,
-        retry_policy=step.retry_policy,
-    )
+
+    def decorate(body: Callable[..., dg.MaterializeResult]) -> dg.AssetsDefinition:
+        summary = " ".join((body.__doc__ or "").split())
+        about = f"Model '{model.name}': {model.description.strip()}" if model.description else ""
+        return dg.asset(
+            key=key,
+            deps=deps,
+            group_name=model.name,
+            description="\n\n".join(part for part in (summary, about) if part) or None,
+            owners=owners(model.owner),
+            kinds=kinds,
+            check_specs=check_specs,
+            automation_condition=gated_automation() if model.retraining.automation else None,
+            tags=step.tags,
+            op_tags=step.op_tags,
+            pool=step.pool,
+            retry_policy=step.retry_policy,
+        )(body)
+
+    return decorate
 
 
 @contextmanager
@@ -207,7 +223,8 @@ def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
                 metadata=metadata, check_results=[check], data_version=version
             )
         context.log.info(f"training set {manifest.snapshot_id}: {manifest.rows}")
-        metadata = training_set_metadata(manifest)
+        columns = read_column_schema(manifest.split_path("train"))
+        metadata = training_set_metadata(manifest, columns)
         return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=version)
 
     return training_set
@@ -223,7 +240,9 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
     Returns:
         The asset; a preempted step is retried and resumes from its last checkpoint. Whatever
         launched its run, the step tags the run as a training run (maximum runtime, model) and
-        trains only if no other live run trains the model.
+        trains only if no other live run trains the model. A run tagged
+        ``ml_platform/force_retrain=true`` trains a new version even when one with the same
+        data snapshot, parameters and code version exists.
     """
     resolved = catalog.resolved[model.name]
     training_run_tags = {
@@ -247,17 +266,37 @@ def build_model_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition
         from ml_platform.lifecycle.train import train_model
 
         _tag_the_run(context, training_run_tags)
+        step = lifecycle.step(context)
         with _data_gate_fails_the_step(), _training_refusals_fail_the_step(model.name):
             record = train_model(
                 model,
                 resolved,
-                lifecycle.step(context),
+                step,
                 parent_run_id=mlflow.parent_run_id,
                 is_alive=_run_is_alive(context.instance),
+                force=context.run.tags.get(FORCE_RETRAIN_TAG, "").lower() == "true",
             )
-        return dg.MaterializeResult(metadata=model_metadata(record))
+        _describe_in_mlflow(model, record, step)
+        version_url = step.registry.version_url(model.name, record.version)
+        return dg.MaterializeResult(metadata=model_metadata(record, version_url, model.description))
 
     return trained_model
+
+
+def _describe_in_mlflow(model: ModelSpec, record: "ModelRecord", step: "StepContext") -> None:
+    """The spec's description on the registered model and version; the training set as the
+    training run's MLflow dataset input, with its source path (both idempotent)."""
+    from ml_platform.datasets.training_set import current_training_set
+
+    step.registry.describe(model.name, record.version, model.description)
+    manifest = current_training_set(step.settings, model.name)
+    if manifest.snapshot_id == record.snapshot_id:
+        step.registry.log_training_input(
+            record.mlflow_run_id,
+            manifest.split_path("train"),
+            name=f"{model.name}/training_set",
+            digest=manifest.snapshot_id,
+        )
 
 
 def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
@@ -284,9 +323,15 @@ def build_evaluation_asset(model: ModelSpec) -> dg.AssetsDefinition:
         from ml_platform.lifecycle.evaluate import evaluate_model
 
         # A champion trained on other features gets them from Feast for the test rows.
-        report = evaluate_model(model, lifecycle.step(context))
+        step = lifecycle.step(context)
+        report = evaluate_model(model, step)
+        links = {
+            "mlflow_run": step.registry.training_run_of(model.name, report.version).url,
+            "mlflow_model_version": step.registry.version_url(model.name, report.version),
+        }
         return dg.MaterializeResult(
-            metadata=evaluation_metadata(report), check_results=evaluation_check_results(report)
+            metadata=evaluation_metadata(report, links),
+            check_results=evaluation_check_results(report),
         )
 
     return evaluation
@@ -345,7 +390,8 @@ def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefi
         from ml_platform.lifecycle.score import score
 
         record = score(model, resolved, catalog, lifecycle.step(context))
-        return dg.MaterializeResult(metadata=predictions_metadata(record))
+        columns = read_column_schema(record.path)
+        return dg.MaterializeResult(metadata=predictions_metadata(record, columns))
 
     return predictions
 

@@ -6,11 +6,25 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from assets.keys import SOURCES_GROUP, source_key
-from assets.metadata import generated_source_metadata
+from assets.metadata import (
+    COLUMN_SCHEMA,
+    declared_column_schema,
+    generated_source_metadata,
+    read_column_schema,
+    spec_owners,
+)
 from ml_platform.core.helpers import redact_url
 from ml_platform.spec.catalog import Catalog
-from ml_platform.spec.features import FeatureRepoSpec
+from ml_platform.spec.features import FeatureRepoSpec, SourceSpec
 from resources import StorageResource
+
+
+def _declared(source: SourceSpec) -> dict[str, object]:
+    """A source's declared columns as definition metadata (shown before any materialization)."""
+    roles = {source.timestamp_field: "event timestamp"}
+    return {
+        COLUMN_SCHEMA: dg.MetadataValue.table_schema(declared_column_schema(source.columns, roles))
+    }
 
 
 def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
@@ -33,7 +47,12 @@ def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
                 description=source.description or f"Source '{source.name}' of {repo.name}.",
                 group_name=SOURCES_GROUP,
                 kinds={"parquet"},
-                metadata={"path": redact_url(source.path), "generator": generator.function},
+                owners=spec_owners(source, repo),
+                metadata={
+                    "path": redact_url(source.path),
+                    "generator": generator.function,
+                    **_declared(source),
+                },
             )
             for source in repo.sources
         ],
@@ -51,7 +70,9 @@ def build_generated_sources(repo: FeatureRepoSpec) -> dg.AssetsDefinition:
             path = settings.data_path(source.path)
             yield dg.MaterializeResult(
                 asset_key=source_key(source.name),
-                metadata=generated_source_metadata(rows, path, generator.params),
+                metadata=generated_source_metadata(
+                    rows, path, generator.params, read_column_schema(path)
+                ),
             )
         context.log.info(f"generated {counts}")
 
@@ -74,7 +95,8 @@ def build_external_sources(repo: FeatureRepoSpec) -> list[dg.AssetSpec]:
             or f"External source '{source.name}' ({redact_url(source.path)}).",
             group_name=SOURCES_GROUP,
             kinds={"parquet"},
-            metadata={"path": redact_url(source.path)},
+            owners=spec_owners(source, repo),
+            metadata={"path": redact_url(source.path), **_declared(source)},
         )
         for source in repo.sources
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.feature_views import build_feature_views
+from assets.feature_views import build_feature_views, build_freshness_checks
 from assets.invalid_specs import build_invalid_spec_assets
 from assets.jobs import build_jobs
 from assets.models import build_model_assets
@@ -83,6 +83,7 @@ def build_definitions(
             *build_model_assets(catalog),
             *build_invalid_spec_assets(catalog),
         ],
+        asset_checks=build_freshness_checks(catalog),
         jobs=[*build_jobs(catalog), *build_override_jobs(catalog)],
         schedules=build_schedules(catalog),
         sensors=[

@@ -79,8 +79,15 @@ class ModelRegistryResource(dg.ConfigurableResource):
             else ``sqlite:///$ML_PLATFORM_HOME/mlflow.db``.
         artifact_root: where new experiments keep artifacts; empty means
             ``ML_PLATFORM_MLFLOW_ARTIFACT_ROOT``, else ``$ML_PLATFORM_HOME/mlartifacts``.
-        ui_url: base URL of the MLflow UI for run links; empty means ``MLFLOW_UI_URL``, else
-            the ``make mlflow`` address.
+        ui_url: base URL of the MLflow UI that the model and evaluation assets link to (runs
+            and registered versions). Empty means the environment variable
+            ``ML_PLATFORM_MLFLOW_UI_URL`` (``MLFLOW_UI_URL`` is read too), else the tracking
+            server when ``tracking_uri`` is ``http(s)://``, else ``http://127.0.0.1:5000``,
+            where ``make mlflow`` serves the UI. Set it when the UI is served elsewhere, e.g.
+            ``ML_PLATFORM_MLFLOW_UI_URL=http://127.0.0.1:5001`` for ``mlflow ui --port 5001``,
+            or the public address of an in-cluster tracking server. Links back from MLflow to
+            Dagster runs (the ``dagster_run_url`` tags) use ``DAGSTER_UI_URL``, else
+            ``http://127.0.0.1:3000``.
     """
 
     tracking_uri: str = ""

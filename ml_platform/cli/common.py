@@ -27,15 +27,15 @@ def prepare_environment(rows: int | None = None) -> Path:
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
-    # An empty dagster.yaml is Dagster's defaults, without its warning that the file is missing.
-    (dagster_home / "dagster.yaml").touch(exist_ok=True)
+    # The platform's local instance settings; else an empty dagster.yaml: Dagster's defaults,
+    # without its warning that the file is missing.
+    from ml_platform.cli.launch import write_local_instance_config
+
+    if not write_local_instance_config(dagster_home):
+        (dagster_home / "dagster.yaml").touch(exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if rows is not None:
         os.environ[DEMO_ROWS_ENV] = str(rows)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     return home
 
 

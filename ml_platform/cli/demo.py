@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_platform.cli.common import model_names, prepare_environment
-from ml_platform.cli.launch import Launcher, LaunchError, open_launcher
+from ml_platform.cli.launch import (
+    Launcher,
+    LaunchError,
+    open_launcher,
+    write_local_instance_config,
+)
 from ml_platform.cli.output import echo
 from ml_platform.cli.summary import show_champion, show_outcome
 
@@ -48,6 +53,7 @@ def demo(models: list[str] | None, rows: int | None, workspace: Path | None = No
     from assets.keys import scoring_job_name, training_job_name
 
     home = prepare_environment(rows)
+    write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
     names = model_names(models)
     if names is None:
         return 2
@@ -83,6 +89,7 @@ def demo_drift(models: list[str] | None, rows: int | None, workspace: Path | Non
     import dagster as dg
 
     home = prepare_environment(rows)
+    write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
     names = model_names(models)
     if names is None:
         return 2

@@ -11,6 +11,7 @@ there), and its events arrive here as they happen, for the progress shown.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from ml_platform.cli.output import console
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
     from dagster._core.workspace.context import WorkspaceProcessContext
 
 WORKSPACE_FILE = "workspace.yaml"
+LOCAL_INSTANCE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "local" / "dagster.yaml"
+"""The local instance's settings: telemetry off, one step per pool, one training run per model."""
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 """Run config of every launched run: Dagster's console log at INFO, not DEBUG."""
 
@@ -214,10 +224,49 @@ class Launcher:
             transient=True,
         )
         step_started: dict[str, float] = {}
-        with progress:
+        with progress, _training_bars(self.instance, run.run_id, progress):
             task = progress.add_task(outcome.job_name, total=total or None)
             for event in execute_run_iterator(job, run, self.instance):
                 _show_event(event, outcome, step_started, progress, task)
+
+
+_EPOCH_LINE = re.compile(r"^(epoch|round) (\d+)/(\d+): .*?(?:, ETA (\S+))?$")
+"""A trainer's progress line: ``epoch 3/20: ... 52,310 rows/s, ETA 1m05s`` (``round`` for trees)."""
+
+
+@contextmanager
+def _training_bars(instance: DagsterInstance, run_id: str, progress: Progress) -> Iterator[None]:
+    """A progress bar per training step, moved by its per-epoch log lines as they are stored.
+
+    Step logs reach the event log, not the run's event stream, so they are watched there. A bar
+    is a nicety: when the instance cannot be watched, the run goes on without one.
+    """
+    from dagster._core.events.log import EventLogEntry
+
+    bars: dict[str, TaskID] = {}
+
+    def on_entry(entry: EventLogEntry, cursor: object) -> None:
+        del cursor
+        match = _EPOCH_LINE.match(entry.user_message or "")
+        if match is None:
+            return
+        unit, done, total, eta = match.groups()
+        step = entry.step_key or "training"
+        if step not in bars:
+            bars[step] = progress.add_task(f"  {step}", total=int(total))
+        description = f"  {step}: {unit} {done}/{total}" + (f", ETA {eta}" if eta else "")
+        progress.update(bars[step], completed=int(done), total=int(total), description=description)
+
+    try:
+        instance.watch_event_logs(run_id, None, on_entry)
+        watching = True
+    except Exception:  # e.g. an event log storage that cannot be watched
+        watching = False
+    try:
+        yield
+    finally:
+        if watching:
+            instance.end_watch_event_logs(run_id, on_entry)
 
 
 def _show_event(
@@ -264,6 +313,27 @@ def _show_event(
                 style="green" if check.passed else "bold red",
             )
         )
+
+
+def write_local_instance_config(dagster_home: Path) -> bool:
+    """Give a local Dagster instance the platform's settings (``deploy/local/dagster.yaml``).
+
+    Without them, pools such as ``gpu-t4`` show "no slots configured" and nothing limits
+    training runs. An existing ``dagster.yaml`` with content is the operator's and is kept; an
+    empty one (Dagster's defaults) is replaced.
+
+    Args:
+        dagster_home: The instance's directory (``DAGSTER_HOME``); created if missing.
+
+    Returns:
+        Whether the file was written.
+    """
+    target = dagster_home / "dagster.yaml"
+    if (target.exists() and target.stat().st_size > 0) or not LOCAL_INSTANCE_CONFIG.is_file():
+        return False
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target.write_text(LOCAL_INSTANCE_CONFIG.read_text())
+    return True
 
 
 @contextmanager

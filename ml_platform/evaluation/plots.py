@@ -162,7 +162,17 @@ def learning_curve_plot(history: Sequence[Mapping[str, Any]], metric: str | None
     key = f"val_{metric}" if metric else None
     if key and any(key in row for row in history):
         other = axes.twinx()
-        other.plot(epochs, [_value(row.get(key)) for row in history], color="#d62728", label=key)
+        # XGBoost measures the metric on some rounds only: draw the rounds that have it.
+        measured = [(e, _value(row.get(key))) for e, row in zip(epochs, history, strict=True)]
+        measured = [(e, v) for e, v in measured if v == v]
+        other.plot(
+            [e for e, _ in measured],
+            [v for _, v in measured],
+            "o-",
+            markersize=3,
+            color="#d62728",
+            label=key,
+        )
         other.set_ylabel(f"validation {metric}")
         other.legend(loc="upper right", fontsize=8)
     axes.legend(loc="upper left", fontsize=8)

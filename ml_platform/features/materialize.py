@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.features.store import apply_feature_repo, source_path
+from ml_platform.features.store import apply_feature_repo, quiet_feast, source_path
 from ml_platform.gates.state import record_view_gate
 from ml_platform.spec.features import NUMERIC_TYPES, FeatureRepoSpec
 from ml_platform.spec.values import parse_duration
@@ -128,11 +128,12 @@ def materialize_feature_view(
     materialized = 0
     if view.online and last is not None:
         start = last - parse_duration(view.ttl)
-        store.materialize(
-            start_date=start,
-            end_date=last + timedelta(microseconds=1),
-            feature_views=[view_name],
-        )
+        with quiet_feast():
+            store.materialize(
+                start_date=start,
+                end_date=last + timedelta(microseconds=1),
+                feature_views=[view_name],
+            )
         materialized = entity_count
     summary = ViewSummary(
         rows=int(rows),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.features.store import feature_store
+from ml_platform.features.store import feature_store, quiet_feast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +45,9 @@ def historical_features(
     )
     entity_df[EVENT_TIMESTAMP] = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True)
     store = feature_store(settings)
-    joined = store.get_historical_features(entity_df=entity_df, features=feature_refs).to_df()
+    with quiet_feast():
+        job = store.get_historical_features(entity_df=entity_df, features=feature_refs)
+        joined = job.to_df()
     joined = joined.sort_values(row_id).reset_index(drop=True).drop(columns=[row_id])
     # Feast returns feature columns named after the feature (full_feature_names=False).
     return joined.rename(columns={EVENT_TIMESTAMP: timestamp_column})

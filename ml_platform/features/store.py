@@ -6,6 +6,9 @@ entity row and is about 3x faster than the dask ``file`` store at 1M rows).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.settings import PlatformSettings
@@ -14,6 +17,32 @@ from ml_platform.spec.values import parse_duration
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+
+@contextmanager
+def quiet_feast() -> Iterator[None]:
+    """Call Feast without third-party warnings a user cannot act on; keep every other warning.
+
+    Feast's modules call ``warnings.simplefilter("once", DeprecationWarning)`` when imported, a
+    process-wide change that would show every library's deprecation notices (Dagster's own use of
+    its deprecated APIs among them) in the output of the CLI and of the runs. Feast is imported in
+    here, so that change is undone when the block ends. Inside, one warning is filtered by module,
+    category and message: Feast's DuckDB offline store reads results through ibis, which calls
+    DuckDB's deprecated ``fetch_arrow_table``.
+
+    Yields:
+        Nothing; run the Feast calls in the block.
+    """
+    with warnings.catch_warnings():
+        import feast  # noqa: F401  (first import: its filter changes end with this block)
+
+        warnings.filterwarnings(
+            "ignore",
+            message=r"fetch_arrow_table\(\) is deprecated",
+            category=DeprecationWarning,
+            module=r"ibis\.backends\.duckdb",
+        )
+        yield
 
 
 def feature_store(settings: PlatformSettings) -> FeatureStore:
@@ -28,22 +57,24 @@ def feature_store(settings: PlatformSettings) -> FeatureStore:
     """
     from pathlib import Path
 
-    from feast import FeatureStore
-    from feast.repo_config import RegistryConfig, RepoConfig
-
     online = dict(settings.feast_online_store)
     for path in (settings.feast_registry, online.get("path")):
         if path and "://" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(
-        project=settings.feast_project,
-        provider="local",
-        registry=RegistryConfig(path=settings.feast_registry, cache_ttl_seconds=0),
-        offline_store=dict(settings.feast_offline_store),
-        online_store=online,
-        entity_key_serialization_version=3,
-    )
-    return FeatureStore(config=config, repo_path=str(settings.home))
+    # The config names the stores, whose modules Feast imports here.
+    with quiet_feast():
+        from feast import FeatureStore
+        from feast.repo_config import RegistryConfig, RepoConfig
+
+        config = RepoConfig(
+            project=settings.feast_project,
+            provider="local",
+            registry=RegistryConfig(path=settings.feast_registry, cache_ttl_seconds=0),
+            offline_store=dict(settings.feast_offline_store),
+            online_store=online,
+            entity_key_serialization_version=3,
+        )
+        return FeatureStore(config=config, repo_path=str(settings.home))
 
 
 def source_path(settings: PlatformSettings, path: str) -> str:
@@ -70,8 +101,9 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
         Entities, sources, feature views and feature services, in that order (what
         ``FeatureStore.apply`` takes).
     """
-    from feast import FeatureService, FeatureView, Field, FileSource
-    from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
+    with quiet_feast():
+        from feast import FeatureService, FeatureView, Field, FileSource
+        from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
     feast_types = {
         "int64": Int64,
@@ -122,7 +154,8 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
 
 def _entities(spec: FeatureRepoSpec) -> dict[str, Any]:
     """Feast entities by name; a key's value type comes from the first source declaring it."""
-    from feast import Entity, ValueType
+    with quiet_feast():
+        from feast import Entity, ValueType
 
     value_types = {
         "int64": ValueType.INT64,
@@ -162,5 +195,6 @@ def apply_feature_repo(spec: FeatureRepoSpec, settings: PlatformSettings) -> Fea
         The feature store the definitions were applied to.
     """
     store = feature_store(settings)
-    store.apply(build_feast_objects(spec, settings))
+    with quiet_feast():
+        store.apply(build_feast_objects(spec, settings))
     return store

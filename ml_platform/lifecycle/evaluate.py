@@ -1,7 +1,8 @@
 """Evaluate: this run's version on the test split, and the champion on the same rows.
 
 The evaluated version is the one the step's Dagster run registered (found by its
-``dagster_run_id`` tag), never "the newest": concurrent runs each evaluate their own. The report
+``dagster_run_id`` tag) or reused (its ``ml_platform.reused_by_run.<run id>`` tag), never "the
+newest": concurrent runs each evaluate their own. The report
 is written per version (``evaluation/<version>``), where promotion reads it, and as the model's
 current evaluation.
 
@@ -25,7 +26,14 @@ from ml_platform.evaluation.gates import GateResult, Slices, evaluation_gates
 from ml_platform.evaluation.metrics import compute_metrics
 from ml_platform.evaluation.report import EvaluationReport
 from ml_platform.evaluation.slices import slice_metrics
-from ml_platform.lifecycle.records import Log, StepContext, current_model, model_root
+from ml_platform.lifecycle.records import (
+    TAG_EVALUATION,
+    Log,
+    StepContext,
+    current_model,
+    model_root,
+    reused_by_run_tag,
+)
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.registry.tags import (
     TAG_DAGSTER_RUN,
@@ -219,7 +227,10 @@ def _record_rejection(
 
 
 def run_version(spec: ModelSpec, step: StepContext) -> tuple[str, str | None]:
-    """The version this step's Dagster run registered, else the model's current one.
+    """The version this step's Dagster run registered or reused, else the model's current one.
+
+    A run whose training step found unchanged inputs tagged the version it reused
+    (``reused_by_run_tag``): concurrent runs each find their own.
 
     Args:
         spec: The model spec.
@@ -236,6 +247,11 @@ def run_version(spec: ModelSpec, step: StepContext) -> tuple[str, str | None]:
         version = step.registry.find_version(spec.name, {TAG_DAGSTER_RUN: step.dagster_run_id})
         if version is not None:
             step.log(f"version {version}: the version this run ({step.dagster_run_id}) trained")
+            return version, None
+        reused = {reused_by_run_tag(step.dagster_run_id): "true"}
+        version = step.registry.find_version(spec.name, reused)
+        if version is not None:
+            step.log(f"version {version}: the version this run ({step.dagster_run_id}) reused")
             return version, None
         why = f"run {step.dagster_run_id} trained no version of '{spec.name}'"
     else:
@@ -288,11 +304,12 @@ def evaluate_model(
 ) -> EvaluationReport:
     """Evaluate this run's version on the test split, and the champion on the same rows.
 
-    The version is the one the step's Dagster run registered (``run_version``); a run that
-    trained none (evaluation materialized alone) evaluates the model's newest trained version.
-    The report is logged to the version's training run and written for the version and as the
-    model's current evaluation; each gate's verdict is tagged on the version. When a gate
-    failed, the version is tagged ``rejected`` and the rejection is audited.
+    The version is the one the step's Dagster run registered or reused (``run_version``); a
+    run that trained none (evaluation materialized alone) evaluates the model's newest trained
+    version. The report is logged to the version's training run and written for the version
+    and as the model's current evaluation; each gate's verdict is tagged on the version, and
+    its ``ml_platform.evaluation`` tag turns from ``pending`` to ``passed`` or ``failed``. When
+    a gate failed, the version is tagged ``rejected`` and the rejection is audited.
 
     Args:
         spec: The model spec.
@@ -353,8 +370,10 @@ def evaluate_model(
     storage.write_pointer(evaluation_directory(step, spec.name, version), report.to_dict())
     storage.write_pointer(model_root(step.settings, spec.name, "evaluation"), report.to_dict())
     verdicts = {gate_tag(g.name): "passed" if g.passed else "failed" for g in gates}
-    step.registry.tag_version(spec.name, version, verdicts)
     failed = [g for g in gates if not g.passed]
+    # Last: "pending" (set at registration) turns to a verdict once the evaluation is stored.
+    verdicts[TAG_EVALUATION] = "failed" if failed else "passed"
+    step.registry.tag_version(spec.name, version, verdicts)
     if failed:
         _record_rejection(
             spec, report, failed, step.registry, step.audit, step.dagster_run_id, step.log

@@ -25,6 +25,25 @@ Log = Callable[[str], None]
 
 _LOGGER = logging.getLogger("ml_platform.lifecycle")
 
+# Version tags of issue 10 (to move to ``registry.tags`` with the others).
+TAG_EVALUATION = "ml_platform.evaluation"
+"""Whether a version was evaluated: ``pending`` from registration, then ``passed``/``failed``."""
+EVALUATION_PENDING = "pending"
+TAG_REUSED_BY_RUN_PREFIX = "ml_platform.reused_by_run."
+"""``<prefix><dagster run id>``: that run's training step reused this version (same inputs)."""
+
+
+def reused_by_run_tag(dagster_run_id: str) -> str:
+    """The version tag marking that ``dagster_run_id`` reused a version instead of training.
+
+    Args:
+        dagster_run_id: The Dagster run whose training step found unchanged inputs.
+
+    Returns:
+        ``ml_platform.reused_by_run.<dagster_run_id>``.
+    """
+    return f"{TAG_REUSED_BY_RUN_PREFIX}{dagster_run_id}"
+
 
 @dataclass(frozen=True)
 class StepContext:
@@ -70,6 +89,13 @@ class ModelRecord:
         device: The device trained on.
         validation_loss: The validation loss at ``best_epoch``.
         trained_at: When training finished (ISO 8601, UTC).
+        evaluation: ``pending`` until the version's evaluation finished, then ``passed`` or
+            ``failed`` (the version's ``ml_platform.evaluation`` tag when the record was made).
+        plots: Training plot name (``learning_curve``) to its PNG under the artifact root.
+        trained_by_run: The Dagster run that trained the version, if any.
+        reused_by_run: The Dagster run that found unchanged inputs (same data snapshot,
+            parameters and code) and reused this version instead of training; None when the
+            record's run trained it.
     """
 
     model: str
@@ -86,6 +112,11 @@ class ModelRecord:
     validation_loss: float
     trained_at: str
     flavor: str = "torch"  # records written before flavors existed are torch models
+    # Records written before issue 10 lack these: they load with the defaults.
+    evaluation: str = EVALUATION_PENDING
+    plots: dict[str, str] = field(default_factory=dict)
+    trained_by_run: str | None = None
+    reused_by_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (what the pointer stores)."""

@@ -21,8 +21,20 @@ from ml_platform.core import storage
 from ml_platform.core.leases import Leases, training_lease
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import TrainingSetManifest, current_training_set, read_split
-from ml_platform.lifecycle.records import Log, ModelRecord, StepContext, model_root
-from ml_platform.lifecycle.reference import compute_version_reference, store_reference
+from ml_platform.lifecycle.records import (
+    EVALUATION_PENDING,
+    TAG_EVALUATION,
+    Log,
+    ModelRecord,
+    StepContext,
+    model_root,
+    reused_by_run_tag,
+)
+from ml_platform.lifecycle.reference import (
+    compute_version_reference,
+    reference_root,
+    store_reference,
+)
 from ml_platform.registry.code_version import code_version
 from ml_platform.registry.runs import TrainingRun
 from ml_platform.registry.tags import (
@@ -134,6 +146,8 @@ def training_config(
         positive_class_weight=_positive_class_weight(spec, train),
         max_seconds=training_budget_seconds(spec, profile),
         started_at=started_at,
+        primary_metric=spec.primary_metric,
+        threshold=spec.evaluation.threshold,
     )
 
 
@@ -161,10 +175,14 @@ def _positive_class_weight(spec: ModelSpec, train: pd.DataFrame) -> float | None
     return negatives / positives if positives > 0 else None
 
 
-def _training_key(snapshot: str, params: dict[str, Any]) -> str:
-    """What is trained, hashed: the data snapshot and the params (keys checkpoint and version)."""
+def _training_key(snapshot: str, params: dict[str, Any], version_code: str) -> str:
+    """What is trained, hashed: data snapshot, params and code version (keys checkpoint, version).
+
+    Two trainings with the same key train the same model, so the second reuses the first's
+    version unless forced.
+    """
     return hashlib.sha256(
-        json.dumps([snapshot, params], sort_keys=True, default=str).encode()
+        json.dumps([snapshot, params, version_code], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
 
 
@@ -293,6 +311,7 @@ def _fit_facts(result: FitResult, validation_loss: float) -> dict[str, Any]:
         **{name: getattr(result, name) for name in _FIT_FACTS},
         "flavor": result.model.flavor,
         "validation_loss": validation_loss,
+        "trained_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -303,6 +322,7 @@ def _model_record(
     snapshot: str,
     version_code: str,
     facts: dict[str, Any],
+    **extra: Any,
 ) -> ModelRecord:
     """The record of a registered version: where it came from and how its training went."""
     # ModelRecord's first fields, in order: model, version, run id and link, snapshot, code.
@@ -313,8 +333,9 @@ def _model_record(
         run.url,
         snapshot,
         version_code,
-        trained_at=datetime.now(UTC).isoformat(),
+        trained_at=facts.get("trained_at") or datetime.now(UTC).isoformat(),
         **{name: facts[name] for name in (*_FIT_FACTS, "flavor", "validation_loss")},
+        **extra,
     )
 
 
@@ -330,8 +351,12 @@ def _register(
     run_tags: dict[str, str],
     version_tags: dict[str, str],
     started_at: float,
-) -> tuple[str, TrainingRun, dict[str, Any]]:
-    """Fit in a new MLflow run and register the version; its drift reference is stored with it."""
+) -> tuple[str, TrainingRun, dict[str, Any], dict[str, str]]:
+    """Fit in a new MLflow run and register the version; its drift reference is stored with it.
+
+    Returns:
+        The version, its training run, the fit's facts and its training plots.
+    """
     profile = load_profiles()[spec.compute.profile]
     config = training_config(spec, frames[0], profile, started_at=started_at)
     step.log(f"training budget: {config.max_seconds:g} s from the start of this step")
@@ -350,10 +375,66 @@ def _register(
             result.model,
             spec.name,
             inputs,
-            tags={**version_tags, TAG_FIT: json.dumps(facts)},
+            tags={
+                **version_tags,
+                TAG_FIT: json.dumps(facts),
+                TAG_EVALUATION: EVALUATION_PENDING,
+            },
         )
         _store(reference, spec, step, version, run.run_id)
-    return version, run, facts
+        plots = _write_learning_curve(spec, step, version, run, result.history)
+    return version, run, facts, plots
+
+
+def learning_curve_path(settings: PlatformSettings, model: str, version: str) -> str:
+    """Where a version's learning curve is stored, beside the model's record.
+
+    Args:
+        settings: The platform settings (their artifact root).
+        model: The model name.
+        version: The registered version.
+
+    Returns:
+        ``<artifact_root>/models/<model>/model/<version>/plots/learning_curve.png``.
+    """
+    return model_root(settings, model, "model", version, "plots", "learning_curve.png")
+
+
+def _write_learning_curve(
+    spec: ModelSpec,
+    step: StepContext,
+    version: str,
+    run: TrainingRun,
+    history: list[dict[str, float]],
+) -> dict[str, str]:
+    """Draw the losses and the validation primary metric per epoch; store and log the PNG.
+
+    A picture never fails a training: one that cannot be drawn is logged and left out.
+    """
+    from ml_platform.evaluation.plots import learning_curve_plot
+
+    # The plot names the validation loss val_loss, like the val_<metric> it draws beside it.
+    rows = [
+        {("val_loss" if key == "validation_loss" else key): value for key, value in row.items()}
+        for row in history
+    ]
+    try:
+        plot = learning_curve_plot(rows, spec.primary_metric)
+    except Exception as error:  # a picture never fails a training
+        step.log(f"learning curve not drawn: {type(error).__name__}: {error}")
+        return {}
+    if plot is None:
+        return {}
+    path = learning_curve_path(step.settings, spec.name, version)
+    storage.write_bytes(path, plot.png)
+    step.registry.log_plots(run.run_id, {plot.name: plot.png})
+    return {plot.name: path}
+
+
+def _stored_plots(settings: PlatformSettings, model: str, version: str) -> dict[str, str]:
+    """The training plots already stored for ``version`` (a reused or completed one)."""
+    path = learning_curve_path(settings, model, version)
+    return {"learning_curve": path} if storage.exists(path) else {}
 
 
 def _store(
@@ -376,13 +457,19 @@ def _complete_registration(
     step: StepContext,
     frames: tuple[pd.DataFrame, pd.DataFrame],
     version: str,
+    by_this_run: bool = True,
 ) -> tuple[TrainingRun, dict[str, Any]]:
-    """Finish what a failed attempt of this step left after registering ``version``.
+    """Finish what a failed attempt of this step (or a killed run) left after registering it.
 
     The version is not fitted nor registered again: its drift reference is recomputed from the
     registered model and stored (idempotent), and its training run is marked FINISHED.
     """
-    step.log(f"version {version} was registered by an earlier attempt of this run: reusing it")
+    if by_this_run:
+        step.log(f"version {version} was registered by an earlier attempt of this run: reusing it")
+    else:
+        step.log(
+            f"version {version}'s registration was not finished (its run stopped): finishing it"
+        )
     run = step.registry.training_run_of(spec.name, version)
     model = step.registry.load_model(spec.name, version)
     reference = compute_version_reference(feature_schema(spec, resolved), *frames, model)
@@ -405,8 +492,18 @@ def train_model(
     *,
     parent_run_id: str | None = None,
     is_alive: Callable[[str], bool] | None = None,
+    force: bool = False,
 ) -> ModelRecord:
     """Train on the current training set, log the MLflow run and register a new version.
+
+    A version is registered once per training key: data snapshot, parameters
+    (``training_params``) and code version. Unless ``force``, a step whose key matches a
+    registered version (trained by any run) trains and registers nothing: it logs
+    ``unchanged inputs: reusing version N (trained by run R)``, tags the version
+    ``ml_platform.reused_by_run.<run id>`` (so this run's evaluation finds it), points the
+    model's record at it and returns that record. A version left incomplete by a killed run
+    (no drift reference) is completed first, so re-executing a killed run never registers a
+    second version.
 
     In a Dagster run, at most one run trains a model at a time, however it was launched: the
     step holds the lease ``train:<model>`` (``core.leases``, on the audit database) for the
@@ -433,9 +530,13 @@ def train_model(
         step: The engines and run of this step (`StepContext`).
         is_alive: Whether the Dagster run holding the model's lease still runs; None takes
             every other holder to be alive.
+        force: Train and register a new version even when one with the same training key
+            exists (a retry of the same Dagster run still finds the version that run
+            registered).
 
     Returns:
-        The record of the registered version (also written as the model's current pointer).
+        The record of the registered (or reused) version, also written as the model's current
+        pointer.
 
     Raises:
         FileNotFoundError: The model has no training set.
@@ -447,10 +548,10 @@ def train_model(
     """
     started_at = time.time()
     if step.dagster_run_id is None:  # outside Dagster (a notebook, a test): no run to key on
-        return _train(spec, resolved, step, parent_run_id, started_at)
+        return _train(spec, resolved, step, parent_run_id, started_at, force)
     leases = Leases(step.settings.audit_url)
     with leases.held(training_lease(spec.name), step.dagster_run_id, is_alive or _assume_alive):
-        return _train(spec, resolved, step, parent_run_id, started_at)
+        return _train(spec, resolved, step, parent_run_id, started_at, force)
 
 
 def _train(
@@ -459,22 +560,29 @@ def _train(
     step: StepContext,
     parent_run_id: str | None,
     started_at: float,
+    force: bool,
 ) -> ModelRecord:
-    """`train_model` once the lease is held: fit and register, or finish a registration."""
+    """`train_model` once the lease is held: fit and register, finish a registration or reuse."""
     manifest = current_training_set(step.settings, spec.name)
-    frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
     params = training_params(spec)
-    training_key = _training_key(manifest.snapshot_id, params)
-    checkpoint_dir = _checkpoint_dir(step.settings, spec.name, training_key)
     version_code = code_version()
-    tags = _run_tags(
-        spec, resolved, manifest.snapshot_id, version_code, step.dagster_run_id, parent_run_id
-    )
+    training_key = _training_key(manifest.snapshot_id, params, version_code)
     # A retry of this step (same Dagster run, same training) finds the version it registered.
     identity = {TAG_TRAINING_KEY: training_key, TAG_DAGSTER_RUN: step.dagster_run_id or ""}
     registered = step.registry.find_version(spec.name, identity) if step.dagster_run_id else None
+    if registered is None and not force:
+        unchanged = step.registry.find_version(spec.name, {TAG_TRAINING_KEY: training_key})
+        if unchanged is not None:
+            return _reuse(spec, resolved, step, manifest, unchanged)
+    frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
+    checkpoint_dir = _checkpoint_dir(step.settings, spec.name, training_key)
+    tags = _run_tags(
+        spec, resolved, manifest.snapshot_id, version_code, step.dagster_run_id, parent_run_id
+    )
     if registered is None:
-        version, run, facts = _register(
+        if force:
+            step.log("forced: training a new version whatever versions exist")
+        version, run, facts, plots = _register(
             spec,
             resolved,
             step,
@@ -489,8 +597,18 @@ def _train(
     else:
         version = registered
         run, facts = _complete_registration(spec, resolved, step, frames, version)
+        plots = _stored_plots(step.settings, spec.name, version)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    record = _model_record(spec.name, version, run, manifest.snapshot_id, version_code, facts)
+    record = _model_record(
+        spec.name,
+        version,
+        run,
+        manifest.snapshot_id,
+        version_code,
+        facts,
+        plots=plots,
+        trained_by_run=step.dagster_run_id,
+    )
     storage.write_pointer(model_root(step.settings, spec.name, "model"), record.to_dict())
     step.audit.record(
         spec.name,
@@ -500,5 +618,60 @@ def _train(
         dagster_run_id=step.dagster_run_id,
         rows=manifest.rows["train"],
         details={"mlflow_run_id": run.run_id, "code_version": version_code},
+    )
+    return record
+
+
+def _reuse(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    step: StepContext,
+    manifest: TrainingSetManifest,
+    version: str,
+) -> ModelRecord:
+    """Point the model at ``version``, trained on the same inputs: nothing is trained.
+
+    The version is tagged as reused by this run before anything else, so this run's evaluation
+    evaluates it. A version whose registration a killed run left unfinished (its training run
+    not FINISHED, or no drift reference) is finished first.
+    """
+    tags = step.registry.version_tags(spec.name, version)
+    trained_by = tags.get(TAG_DAGSTER_RUN) or "outside Dagster"
+    step.log(f"unchanged inputs: reusing version {version} (trained by run {trained_by})")
+    if step.dagster_run_id:
+        step.registry.tag_version(
+            spec.name, version, {reused_by_run_tag(step.dagster_run_id): "true"}
+        )
+    run = step.registry.training_run_of(spec.name, version)
+    # A training run ends FINISHED only after the version's reference was stored everywhere.
+    finished = step.registry.client.get_run(run.run_id).info.status == "FINISHED"
+    reference = f"{reference_root(step.settings, spec.name, version)}/statistics.json"
+    if finished and storage.exists(reference):
+        facts = json.loads(tags[TAG_FIT])
+    else:
+        frames = (read_split(manifest, "train"), read_split(manifest, "validation"))
+        run, facts = _complete_registration(
+            spec, resolved, step, frames, version, by_this_run=False
+        )
+    record = _model_record(
+        spec.name,
+        version,
+        run,
+        tags.get(TAG_SNAPSHOT, manifest.snapshot_id),
+        tags.get(TAG_CODE_VERSION, ""),
+        facts,
+        evaluation=tags.get(TAG_EVALUATION, EVALUATION_PENDING),
+        plots=_stored_plots(step.settings, spec.name, version),
+        trained_by_run=tags.get(TAG_DAGSTER_RUN) or None,
+        reused_by_run=step.dagster_run_id,
+    )
+    storage.write_pointer(model_root(step.settings, spec.name, "model"), record.to_dict())
+    step.audit.record(
+        spec.name,
+        "reused",
+        model_version=version,
+        data_snapshot_id=manifest.snapshot_id,
+        dagster_run_id=step.dagster_run_id,
+        details={"mlflow_run_id": run.run_id, "trained_by_run": trained_by},
     )
     return record

@@ -10,6 +10,10 @@ named after the model; the run carries the tags that make the version reproducib
 MLflow's fluent API keeps its URIs in process globals and exports them to the environment; the
 one call that needs it (``mlflow.pyfunc.log_model``) runs inside ``mlflow_uris``, which restores
 both afterwards. MLflow is imported inside the functions.
+
+Links go both ways: ``run_url`` and ``version_url`` point at the MLflow UI (``mlflow_ui_url``),
+and a training run and its registered version carry the tag ``dagster_run_url``, a link to the
+Dagster run that trained them (``dagster_ui_url``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,8 +41,11 @@ from ml_platform.registry.tags import (
     CHAMPION_ALIAS,
     MLFLOW_GIT_COMMIT,
     MLFLOW_RUN_NAME,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
     TAG_CODE_VERSION,
     TAG_DAGSTER_RUN,
+    TAG_DAGSTER_RUN_URL,
     TAG_MLFLOW_RUN_ID,
 )
 
@@ -49,10 +57,55 @@ if TYPE_CHECKING:
     from ml_platform.training.flavors.base import FittedModel
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
+MLFLOW_UI_URL_ENV = "ML_PLATFORM_MLFLOW_UI_URL"
+LEGACY_MLFLOW_UI_URL_ENV = "MLFLOW_UI_URL"  # read too: deployments set it before the above existed
 DEFAULT_UI_URL = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
+DAGSTER_UI_URL_ENV = "DAGSTER_UI_URL"
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"  # where `make dev` serves the Dagster UI
+TRAINING_DATASET_CONTEXT = "training"
+# MLflow's advice on integer columns when it infers a schema (see where it is filtered).
+_INTEGER_COLUMNS_HINT = "Hint: Inferred schema contains integer column"
 
 # Where a version's drift reference lives among its training run's artifacts.
 REFERENCE_ARTIFACTS = "reference"
+
+
+def mlflow_ui_url(configured: str = "", tracking_uri: str = "") -> str:
+    """The base URL of the MLflow UI that links point at, without credentials.
+
+    Args:
+        configured: An explicit URL (``ModelRegistryResource.ui_url``); empty to look further.
+        tracking_uri: The tracking URI: an MLflow server (``http(s)://``) serves its own UI.
+
+    Returns:
+        The first of: ``configured``, ``ML_PLATFORM_MLFLOW_UI_URL``, ``MLFLOW_UI_URL``, the
+        tracking URI when it is an MLflow server, and ``http://127.0.0.1:5000`` (``make mlflow``),
+        without user, password, query or fragment and without a trailing slash.
+    """
+    server = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ""
+    base = (
+        configured
+        or os.environ.get(MLFLOW_UI_URL_ENV)
+        or os.environ.get(LEGACY_MLFLOW_UI_URL_ENV)
+        or server
+        or DEFAULT_UI_URL
+    )
+    # Links land in metadata, logs and tags: a URL's credentials stay out of them.
+    return redact_url(base.strip()).rstrip("/")
+
+
+def dagster_ui_url(configured: str = "") -> str:
+    """The base URL of the Dagster UI that MLflow's ``dagster_run_url`` tags point at.
+
+    Args:
+        configured: An explicit URL; empty means ``DAGSTER_UI_URL``, else
+            ``http://127.0.0.1:3000`` (``make dev``).
+
+    Returns:
+        The URL without credentials and without a trailing slash.
+    """
+    base = configured or os.environ.get(DAGSTER_UI_URL_ENV) or DEFAULT_DAGSTER_UI_URL
+    return redact_url(base.strip()).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -65,14 +118,18 @@ class ModelRegistry:
         tracking_uri: The MLflow tracking URI.
         artifact_root: Where new experiments store artifacts (``<artifact_root>/<experiment>``).
         registry_uri: The MLflow model registry URI; empty means the tracking URI.
-        ui_url: Base URL of the MLflow UI for run links; empty means ``MLFLOW_UI_URL`` or
-            the ``make mlflow`` address.
+        ui_url: Base URL of the MLflow UI for run and version links; empty means
+            ``ML_PLATFORM_MLFLOW_UI_URL``, ``MLFLOW_UI_URL``, the tracking server, else the
+            ``make mlflow`` address (see ``mlflow_ui_url``).
+        dagster_ui_url: Base URL of the Dagster UI for the ``dagster_run_url`` tags; empty
+            means ``DAGSTER_UI_URL``, else the ``make dev`` address.
     """
 
     tracking_uri: str
     artifact_root: str
     registry_uri: str = ""
     ui_url: str = ""
+    dagster_ui_url: str = ""
 
     @classmethod
     def for_settings(cls, settings: PlatformSettings) -> ModelRegistry:
@@ -138,10 +195,44 @@ class ModelRegistry:
         Returns:
             ``<ui>/#/experiments/<experiment_id>/runs/<run_id>``.
         """
-        base = (self.ui_url or os.environ.get("MLFLOW_UI_URL", DEFAULT_UI_URL)).rstrip("/")
-        # The link lands in metadata and logs: a UI URL's credentials stay out of it.
-        base = redact_url(base).rstrip("/")
+        base = mlflow_ui_url(self.ui_url, self.tracking_uri)
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_url(self, model_name: str, version: str) -> str:
+        """A link to a registered model version in the MLflow UI.
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+
+        Returns:
+            ``<ui>/#/models/<model_name>/versions/<version>``.
+        """
+        base = mlflow_ui_url(self.ui_url, self.tracking_uri)
+        return f"{base}/#/models/{model_name}/versions/{version}"
+
+    def dagster_run_url(self, dagster_run_id: str) -> str:
+        """A link to a Dagster run in the Dagster UI (what ``dagster_run_url`` tags hold).
+
+        Args:
+            dagster_run_id: The Dagster run id.
+
+        Returns:
+            ``<dagster ui>/runs/<dagster_run_id>``.
+        """
+        return f"{dagster_ui_url(self.dagster_ui_url)}/runs/{dagster_run_id}"
+
+    def _with_dagster_link(self, tags: dict[str, str]) -> dict[str, str]:
+        """``tags`` plus ``dagster_run_url`` when they name a Dagster run."""
+        dagster_run = tags.get(TAG_DAGSTER_RUN)
+        if not dagster_run or TAG_DAGSTER_RUN_URL in tags:
+            return dict(tags)
+        return {**tags, TAG_DAGSTER_RUN_URL: self.dagster_run_url(dagster_run)}
+
+    def _run_source(self, tags: dict[str, str]) -> dict[str, str]:
+        """MLflow's source tags of a training run: the Dagster run that launched it, if any."""
+        link = tags.get(TAG_DAGSTER_RUN_URL)
+        return {MLFLOW_SOURCE_TYPE: "JOB", MLFLOW_SOURCE_NAME: link} if link else {}
 
     @contextmanager
     def start_training_run(
@@ -152,7 +243,8 @@ class ModelRegistry:
         Args:
             model_name: The model name, also the experiment name.
             params: The run's parameters (values are logged as strings, at most 6000 chars).
-            tags: The run's tags (see ``ml_platform.registry.tags``).
+            tags: The run's tags (see ``ml_platform.registry.tags``); with a Dagster run id
+                among them the run also gets ``dagster_run_url``, a link back to that run.
 
         Yields:
             The running ``TrainingRun``; it ends FINISHED when the block completes.
@@ -162,6 +254,8 @@ class ModelRegistry:
         experiment_id = self.ensure_experiment(model_name)
         run_name = f"{model_name}-{tags.get(TAG_DAGSTER_RUN, 'local')[:8]}"
         # Params and tags are shown in the MLflow UI: a URL among them loses its credentials.
+        tags = self._with_dagster_link(tags)
+        tags = {**self._run_source(tags), **tags}
         shown_tags = {name: redact_url(value) for name, value in tags.items()}
         run = self.client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: run_name, **shown_tags})
         run_id = run.info.run_id
@@ -194,9 +288,11 @@ class ModelRegistry:
             run: The active training run the model comes from.
             model: The fitted model, of any flavor.
             model_name: The registered model to add a version to.
-            input_example: Model input rows; the first five define the signature.
+            input_example: Model input rows; the first five, in the model schema's columns, are
+                stored as the version's input example and define its signature.
             tags: Version tags set atomically with the registration (a retry finds the version
-                by them, see ``find_version``); ``mlflow_run_id`` is always among them.
+                by them, see ``find_version``); ``mlflow_run_id`` is always among them, and
+                ``dagster_run_url`` when they name a Dagster run.
 
         Returns:
             The new version number of registered model ``model_name``.
@@ -206,15 +302,8 @@ class ModelRegistry:
         """
         import mlflow
         import mlflow.pyfunc
-        from mlflow.models import infer_signature
 
-        example = input_example.head(5).reset_index(drop=True)
-        # Integer features may be missing when scored (the model imputes them): declare them as
-        # doubles so MLflow's schema enforcement accepts NaN.
-        example = example.astype(
-            {c: "float64" for c in example.columns if example[c].dtype.kind in "iu"}
-        )
-        signature = infer_signature(example, model.predict(example))
+        example, signature = _example_and_signature(model, input_example)
         with tempfile.TemporaryDirectory() as directory:
             model_dir = Path(directory) / "model"
             model.save(model_dir)
@@ -225,6 +314,7 @@ class ModelRegistry:
                     python_model=str(PYFUNC_CODE),
                     artifacts={"model": str(model_dir)},
                     signature=signature,
+                    input_example=example,
                     pip_requirements=pip_requirements(model.flavor),
                 )
                 # Not log_model's registered_model_name: its version gets no tags at creation.
@@ -232,7 +322,7 @@ class ModelRegistry:
                     info.model_uri,
                     model_name,
                     await_registration_for=60,
-                    tags={**(tags or {}), TAG_MLFLOW_RUN_ID: run.run_id},
+                    tags={**self._with_dagster_link(tags or {}), TAG_MLFLOW_RUN_ID: run.run_id},
                 )
         version = str(registered.version or "")
         if not version:
@@ -253,6 +343,59 @@ class ModelRegistry:
         conditions += [f"tags.`{name}`='{value}'" for name, value in sorted(tags.items())]
         versions = self.client.search_model_versions(" and ".join(conditions))
         return min((str(v.version) for v in versions), key=int, default=None)
+
+    def describe(self, model_name: str, version: str, description: str) -> None:
+        """Show a model's description on its registered model and on one of its versions.
+
+        Args:
+            model_name: The registered model.
+            version: The version.
+            description: The spec's ``description``; empty leaves both as they are.
+        """
+        if not description:
+            return
+        if self.client.get_registered_model(model_name).description != description:
+            self.client.update_registered_model(model_name, description=description)
+        if self.client.get_model_version(model_name, version).description != description:
+            self.client.update_model_version(model_name, version, description=description)
+
+    def log_training_input(
+        self, run_id: str, frame_or_path: pd.DataFrame | str, name: str, digest: str
+    ) -> None:
+        """Record the training set as the run's MLflow dataset input (context ``training``).
+
+        MLflow shows it in the run's "Datasets used" with its source path, schema and row
+        count. Logging the same dataset (name and digest) again does nothing.
+
+        Args:
+            run_id: The training run.
+            frame_or_path: The training rows, or the parquet file (path or URL) holding them.
+            name: The dataset's name (e.g. ``<model>/training_set``).
+            digest: The data snapshot id, the dataset's digest in MLflow.
+        """
+        from mlflow.data.pandas_dataset import from_pandas
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = self.client.get_run(run_id).inputs
+        logged = inputs.dataset_inputs if inputs is not None else []
+        if any(i.dataset.name == name and i.dataset.digest == digest for i in logged):
+            return
+        with warnings.catch_warnings():
+            # MLflow registers its local artifact source twice and says so on every local path.
+            warnings.filterwarnings(
+                "ignore", "The specified dataset source can be interpreted in multiple ways"
+            )
+            # A dataset's schema records what the data holds: integer keys and labels included.
+            warnings.filterwarnings("ignore", _INTEGER_COLUMNS_HINT, UserWarning)
+            if isinstance(frame_or_path, str):
+                frame, source = _read_parquet(frame_or_path), redact_url(frame_or_path)
+                dataset = from_pandas(frame, source=source, name=name, digest=digest)
+            else:
+                dataset = from_pandas(frame_or_path, name=name, digest=digest)
+            entity = dataset._to_mlflow_entity()  # infers the schema: the hint comes from here
+        context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=TRAINING_DATASET_CONTEXT)
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=[context])])
 
     def training_run_of(self, model_name: str, version: str) -> TrainingRun:
         """The training run a registered version was logged from.
@@ -470,3 +613,45 @@ class ModelRegistry:
         """
         versions = self.client.search_model_versions(f"name='{model_name}'")
         return sorted((str(v.version) for v in versions), key=int)
+
+
+def _example_and_signature(model: FittedModel, rows: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+    """The version's input example and signature, built from the model's own schema.
+
+    The example is the first five rows of the schema's feature columns, in schema order; the
+    signature's outputs are what the served model (``registry/pyfunc.py``) returns for them: a
+    ``prediction`` column, or ``p_<i>`` per class.
+
+    Args:
+        model: The fitted model.
+        rows: Model input rows holding the schema's feature columns.
+
+    Returns:
+        The example and its ``ModelSignature``.
+    """
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    columns = [*model.schema.numeric, *model.schema.categorical]
+    example = rows.loc[:, columns].head(5).reset_index(drop=True)
+    # Integer features may be missing when scored (the model imputes them): declare them as
+    # doubles so MLflow's schema enforcement accepts NaN.
+    example = example.astype(
+        {c: "float64" for c in model.schema.numeric if example[c].dtype.kind in "iu"}
+    )
+    prediction = model.predict(example)
+    if prediction.ndim == 2:
+        output = pd.DataFrame({f"p_{i}": prediction[:, i] for i in range(prediction.shape[1])})
+    else:
+        output = pd.DataFrame({"prediction": prediction})
+    with warnings.catch_warnings():
+        # Left integer, only categorical codes: a category is a value, never a missing number.
+        warnings.filterwarnings("ignore", _INTEGER_COLUMNS_HINT, UserWarning)
+        return example, infer_signature(example, output)
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    """A parquet file or object as a DataFrame (a local path or an fsspec URL)."""
+    import pandas as pd
+
+    return pd.read_parquet(path)

@@ -10,6 +10,8 @@ CHAMPION_ALIAS = "champion"
 
 # Run tags, set when the training run starts.
 TAG_DAGSTER_RUN = "dagster_run_id"  # the tag dagster-mlflow uses, so its tooling finds our runs
+# A link to that Dagster run in the Dagster UI, on the training run and on its version.
+TAG_DAGSTER_RUN_URL = "dagster_run_url"
 TAG_CODE_VERSION = "ml_platform.code_version"
 TAG_SNAPSHOT = "ml_platform.data_snapshot_id"
 TAG_PROFILE = "ml_platform.compute_profile"
@@ -22,6 +24,8 @@ TAG_TRAINING_KEY = "ml_platform.training_key"
 # MLflow's own run tags that the platform fills in.
 MLFLOW_RUN_NAME = "mlflow.runName"
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"  # the run's "Source" in the UI: its Dagster run
+MLFLOW_SOURCE_TYPE = "mlflow.source.type"
 
 # Version tags, set after registration.
 TAG_MLFLOW_RUN_ID = "mlflow_run_id"

@@ -37,6 +37,8 @@ class SourceSpec(StrictSpec):
     timestamp_field: str = "event_timestamp"
     columns: dict[str, ColumnType] = Field(min_length=1)
     description: str = ""
+    # Who answers for the data: an email or a team ("team:credit"); empty: the repo's owner.
+    owner: str = ""
 
     @model_validator(mode="after")
     def _timestamp_is_declared(self) -> SourceSpec:
@@ -58,6 +60,8 @@ class FeatureViewSpec(StrictSpec):
     features: list[str] = Field(min_length=1)
     online: bool = True
     description: str = ""
+    # Who answers for the view: an email or a team; empty: the repo's owner.
+    owner: str = ""
     # Dimension tables can be small: by default a view only has to hold some rows.
     gates: DataGateSpec = Field(default_factory=lambda: DataGateSpec(min_rows=1))
 
@@ -83,6 +87,8 @@ class FeatureRepoSpec(StrictSpec):
     kind: Literal["features"]
     name: Name
     description: str = ""
+    # Who answers for these sources and views: an email or a team ("team:data-platform").
+    owner: str = ""
     generator: GeneratorSpec | None = None
     entities: list[EntitySpec] = Field(min_length=1)
     sources: list[SourceSpec] = Field(min_length=1)

@@ -260,6 +260,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     across_processes: bool = False,
+    outputs: list[torch.Tensor] | None = None,
 ) -> tuple[float, float | None]:
     """Returns (mean loss, accuracy or None) over a split, synchronizing once.
 
@@ -275,6 +276,8 @@ def evaluate(
         batch_size: Rows per forward pass.
         device: The device the module is on.
         across_processes: Sum over all torchrun processes.
+        outputs: When given, receives the module's float outputs batch by batch, in the split's
+            order and on the device ((B,) or (B, C) for multiclass), for metrics beyond the loss.
     """
     module.eval()
     with torch.inference_mode():
@@ -292,6 +295,8 @@ def evaluate(
                 loss_total += loss_sum_fn(output, batch_y)
                 if task == "binary_classification":
                     correct += ((output > 0) == (batch_y > 0.5)).sum()
+            if outputs is not None:
+                outputs.append(output)
     module.train()
     if across_processes:
         totals = torch.stack(

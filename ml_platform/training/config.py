@@ -51,6 +51,11 @@ class TrainingConfig:
             epoch's checkpoint and raises `TrainingBudgetExceeded`; None means no budget.
         started_at: When the budget's clock started (``time.time()``, so torchrun processes
             share it); None starts it when the fit starts.
+        primary_metric: The spec's primary metric (``roc_auc``, ``rmse``...), measured on the
+            validation split after each epoch (``val_<metric>`` in the history); None measures
+            only the losses. It decides nothing: early stopping and the best epoch follow the
+            validation loss.
+        threshold: The binary decision threshold ``primary_metric`` is measured at.
     """
 
     epochs: int = 20
@@ -67,6 +72,8 @@ class TrainingConfig:
     data_location: str = "auto"
     max_seconds: float | None = None
     started_at: float | None = None
+    primary_metric: str | None = None
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -62,6 +62,7 @@ from ml_platform.training.ddp import (
     shard_indices,
 )
 from ml_platform.training.modules import check_output_shape
+from ml_platform.training.progress import progress_suffix
 from ml_platform.training.result import TrainingFacts
 from ml_platform.training.schema import TrainingDivergedError
 
@@ -92,6 +93,8 @@ class _Run:
     ddp: DdpContext | None
     log: Callable[[str], None]
     on_epoch_end: Callable[[int, dict[str, float]], None] | None
+    # Maps the validation outputs (whole split, in order) to extra metrics, e.g. val_roc_auc.
+    score_validation: Callable[[np.ndarray], dict[str, float]] | None
     module: nn.Module
     loss_fn: nn.Module
     loss_sum_fn: nn.Module
@@ -111,6 +114,9 @@ class _Run:
     trained: nn.Module | None = None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
     compile_pending: bool = False
+    # Set when the epochs start: the wall clock and first epoch of this call, for the ETA.
+    clock_started: float = 0.0
+    first_epoch: int = 1
 
     @property
     def local_rows(self) -> int:
@@ -136,6 +142,7 @@ def train_arrays(
     checkpoint_dir: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    score_validation: Callable[[np.ndarray], dict[str, float]] | None = None,
 ) -> ArrayTrainResult:
     """Trains a module on in-memory arrays: the core loop behind `train`.
 
@@ -166,7 +173,13 @@ def train_arrays(
             matching one is resumed from on start. Under torchrun, a directory all processes see.
         on_epoch_end: Called with (epoch, metrics) after each epoch, before the checkpoint is
             written, so a failing callback repeats that epoch on resume rather than losing it.
-        log: Receives progress lines; defaults to this module's logger.
+        log: Receives progress lines (one per epoch, with throughput and ETA); defaults to
+            this module's logger.
+        score_validation: Called on the main process after each epoch's validation with the
+            module's float outputs on the whole validation split, in order ((M,) logits or
+            standardized values, (M, C) logits for multiclass); the metrics it returns (e.g.
+            ``val_roc_auc``) join the epoch's history. Under torchrun the outputs of every
+            process are gathered first.
 
     Returns:
         The best module (on CPU, eval mode), per-epoch history and run facts. Under torchrun,
@@ -183,6 +196,7 @@ def train_arrays(
     """
     arrays = (x_train, y_train, x_val, y_val)
     run = _set_up(arrays, task, module, config, checkpoint_dir, on_epoch_end, log)
+    run.score_validation = score_validation
     progress = _resume(run)
     _prepare_forward(run, progress)
     _announce(run, progress)
@@ -196,6 +210,7 @@ def train_arrays(
         device=run.device,
     )
     started_at = config.started_at if config.started_at is not None else time.time()
+    run.clock_started, run.first_epoch = time.perf_counter(), progress.start_epoch
     for epoch in range(progress.start_epoch, config.epochs + 1):
         if progress.stopped_early:
             break
@@ -294,6 +309,7 @@ def _set_up(
         ddp=ddp,
         log=log,
         on_epoch_end=on_epoch_end,
+        score_validation=None,
         module=module,
         loss_fn=loss_fn,
         loss_sum_fn=loss_sum_fn,
@@ -434,9 +450,11 @@ def _train_epoch(
     if run.ddp is not None:
         dist.all_reduce(loss_sum)
     train_loss = float(loss_sum.item()) / run.epoch_rows
-    progress.train_seconds += time.perf_counter() - started
+    epoch_seconds = time.perf_counter() - started
+    progress.train_seconds += epoch_seconds
     progress.samples += run.epoch_rows
 
+    outputs: list[torch.Tensor] | None = [] if run.score_validation is not None else None
     validation_loss, validation_accuracy = evaluate(
         run.module,
         run.val_source,
@@ -446,6 +464,7 @@ def _train_epoch(
         max(run.config.batch_size, MIN_EVAL_BATCH_SIZE),
         run.device,
         across_processes=run.ddp is not None,
+        outputs=outputs,
     )
     if not math.isfinite(validation_loss):
         raise TrainingDivergedError(
@@ -459,21 +478,46 @@ def _train_epoch(
     }
     if validation_accuracy is not None:
         metrics["validation_accuracy"] = validation_accuracy
-    _record_epoch(run, progress, epoch, metrics)
+    if outputs is not None:
+        metrics.update(_score_validation(run, outputs))
+    _record_epoch(run, progress, epoch, metrics, run.epoch_rows / max(epoch_seconds, 1e-9))
+
+
+def _score_validation(run: _Run, outputs: list[torch.Tensor]) -> dict[str, float]:
+    """The extra validation metrics of the epoch, on the main process (empty on the others)."""
+    assert run.score_validation is not None
+    mine = torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0,), dtype=np.float32)
+    if run.ddp is not None:
+        # Each process evaluated a contiguous share of the rows: in rank order, the whole split.
+        shares: list[Any] = [None] * run.ddp.world_size
+        dist.all_gather_object(shares, mine)
+        if not run.ddp.is_main:
+            return {}
+        mine = np.concatenate(shares)
+    return run.score_validation(mine)
 
 
 def _record_epoch(
-    run: _Run, progress: TrainingProgress, epoch: int, metrics: dict[str, float]
+    run: _Run,
+    progress: TrainingProgress,
+    epoch: int,
+    metrics: dict[str, float],
+    rows_per_second: float,
 ) -> None:
     """Records the epoch in `progress`, applies early stopping, logs and calls `on_epoch_end`."""
     improved = progress.record(epoch, metrics, run.module)
+    patience = run.config.early_stopping_patience
+    stopping = patience > 0 and progress.epochs_without_improvement >= patience
+    remaining = 0 if stopping else run.config.epochs - epoch
+    done = epoch - run.first_epoch + 1
     run.log(
         f"epoch {epoch}/{run.config.epochs}: "
         + " ".join(f"{key}={value:.6g}" for key, value in metrics.items() if key != "epoch")
         + (" (best)" if improved else "")
+        + "; "
+        + progress_suffix(rows_per_second, time.perf_counter() - run.clock_started, done, remaining)
     )
-    patience = run.config.early_stopping_patience
-    if patience > 0 and progress.epochs_without_improvement >= patience:
+    if stopping:
         progress.stopped_early = True
         run.log(
             f"early stopping after epoch {epoch}: validation_loss has not improved for "

@@ -11,8 +11,9 @@ class TrainingFacts:
 
     Attributes:
         history: One dict per completed epoch (a boosting round for trees), resumed ones
-            included: epoch, train_loss, validation_loss, and validation_accuracy for
-            classification.
+            included: epoch, train_loss, validation_loss, validation_accuracy for
+            classification, and ``val_<metric>`` when the config names a primary metric
+            (XGBoost measures it on the logged rounds only: the first, every 5%, the last).
         best_epoch: The epoch (1-based) whose state the model has.
         epochs_run: Epochs completed in total, resumed ones included.
         resumed_from_epoch: Last completed epoch of the checkpoint resumed from, else None.

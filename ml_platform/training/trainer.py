@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ml_platform.training.config import TrainingConfig, seed_everything
 from ml_platform.training.loop import train_arrays
 from ml_platform.training.model import TrainedModel
 from ml_platform.training.modules import build_module
-from ml_platform.training.preprocessing import fit_preprocessor
+from ml_platform.training.preprocessing import Preprocessor, fit_preprocessor
+from ml_platform.training.progress import ValidationScorer, primary_metric_scorer
 from ml_platform.training.result import RESULT_FIELDS, TrainingFacts
 from ml_platform.training.schema import FeatureSchema, ModelArchitectureError
 
@@ -52,6 +55,35 @@ def check_serializable_params(model_params: Mapping[str, Any]) -> None:
         raise ModelArchitectureError(
             f"model.params must be JSON-serializable (they are saved with the model): {error}"
         ) from error
+
+
+def _validation_scorer(
+    config: TrainingConfig, preprocessor: Preprocessor, y_val: np.ndarray
+) -> Callable[[np.ndarray], dict[str, float]] | None:
+    """Measures the config's primary metric on the loop's raw validation outputs."""
+    task = preprocessor.schema.task
+    regression = task == "regression"
+    truth = preprocessor.inverse_transform_target(y_val) if regression else y_val
+    score: ValidationScorer | None = primary_metric_scorer(
+        task, config.primary_metric, config.threshold, truth
+    )
+    if score is None:
+        return None
+    measure = score
+
+    def on_outputs(outputs: np.ndarray) -> dict[str, float]:
+        # The predictions `TrainedModel.predict` would return for the same rows.
+        values = outputs.astype(np.float64)
+        if task == "binary_classification":
+            values = np.exp(-np.logaddexp(0.0, -values))  # sigmoid, without overflow
+        elif task == "multiclass_classification":
+            values = np.exp(values - values.max(axis=1, keepdims=True))
+            values /= values.sum(axis=1, keepdims=True)
+        else:
+            values = preprocessor.inverse_transform_target(values)
+        return measure(values)
+
+    return on_outputs
 
 
 def train(
@@ -104,6 +136,7 @@ def train(
         checkpoint_dir=checkpoint_dir,
         on_epoch_end=on_epoch_end,
         log=log,
+        score_validation=_validation_scorer(config, preprocessor, y_val),
     )
     model = TrainedModel(
         module=result.module,

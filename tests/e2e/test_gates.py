@@ -297,8 +297,9 @@ def test_unfair_challenger_is_not_promoted_and_override_is_audited(world: World)
     }
     defs = world.definitions(gates=gates)
     with dg.DagsterInstance.get() as instance:
+        # Gates do not change the model: the inputs are unchanged, so the challenger is forced.
         result = defs.resolve_job_def(f"{MODEL}_training").execute_in_process(
-            instance=instance, raise_on_error=False
+            instance=instance, raise_on_error=False, tags={"ml_platform/force_retrain": "true"}
         )
         assert not result.success
         assert ModelRegistry.for_settings(world.settings).champion_version(MODEL) == "1"

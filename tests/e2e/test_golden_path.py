@@ -28,9 +28,12 @@ def small_example(platform_home: Path, monkeypatch: pytest.MonkeyPatch) -> dg.De
 
 
 def run_job(
-    defs: dg.Definitions, name: str, instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    name: str,
+    instance: dg.DagsterInstance,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    result = defs.resolve_job_def(name).execute_in_process(instance=instance)
+    result = defs.resolve_job_def(name).execute_in_process(instance=instance, tags=tags)
     assert result.success
     return result
 
@@ -97,9 +100,13 @@ def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
             evaluation.plots
         )
 
-        # Retraining on the same data registers version 2 and compares it with the champion on
-        # the same test rows; the alias moves only if the challenger is better.
+        # Retraining on the same data, parameters and code reuses version 1; a forced retraining
+        # registers version 2 and compares it with the champion on the same test rows; the alias
+        # moves only if the challenger is better.
         run_job(small_example, f"{MODEL}_training", instance)
+        assert registry.registered_versions(MODEL) == ["1"]
+        assert current_evaluation(settings, MODEL).version == "1"
+        run_job(small_example, f"{MODEL}_training", instance, {"ml_platform/force_retrain": "true"})
         assert registry.registered_versions(MODEL) == ["1", "2"]
         second = current_evaluation(settings, MODEL)
         assert second.version == "2" and second.champion_version == "1"

@@ -56,6 +56,25 @@ def test_graph_follows_the_asset_key_contract(platform_home: Path) -> None:
     assert schedule.cron_schedule == "0 3 * * 1"
 
 
+def test_assets_show_owners_descriptions_columns_and_view_freshness(platform_home: Path) -> None:
+    defs = build_definitions(PROJECT_ROOT, spec_path="")
+    graph = defs.resolve_asset_graph()
+    model = graph.get(dg.AssetKey(["fraud_detection", "model"]))
+    assert model.owners == ["risk-ml@example.com"]
+    assert "scored in batch for review queues" in (model.description or "")
+    for key in (["sources", "transactions"], ["features", "customer_activity"]):
+        schema = graph.get(dg.AssetKey(key)).metadata["dagster/column_schema"].schema
+        assert "customer_id" in [column.name for column in schema.columns], key
+    views = {k for k in graph.get_all_asset_keys() if k.path[0] == "features"}
+    checks = {
+        key.asset_key: graph.get_check_spec(key)
+        for key in graph.asset_check_keys
+        if key.name == "fresh_within_ttl"
+    }
+    assert set(checks) == views
+    assert not any(spec.blocking for spec in checks.values())  # a warning, never a gate
+
+
 def test_one_bad_spec_hides_no_other_model(
     platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -41,6 +41,7 @@ from ml_platform.training.flavors.xgboost_rounds import (
 )
 from ml_platform.training.model_files import read_saved_model
 from ml_platform.training.preprocessing import Preprocessor, fit_preprocessor
+from ml_platform.training.progress import primary_metric_scorer
 from ml_platform.training.schema import (
     FeatureSchema,
     ModelArchitectureError,
@@ -290,6 +291,24 @@ def _encode(
     return preprocessor, arrays
 
 
+def _validation_scorer(
+    job: FitJob, arrays: Mapping[str, np.ndarray]
+) -> Callable[[xgboost.Booster], dict[str, float]] | None:
+    """Measures the config's primary metric of a booster on the validation split."""
+    score = primary_metric_scorer(
+        job.schema.task, job.config.primary_metric, job.config.threshold, arrays["y_val"]
+    )
+    if score is None:
+        return None
+    measure = score
+
+    def on_booster(booster: xgboost.Booster) -> dict[str, float]:
+        # Every tree so far: probabilities (binary, multiclass) or values in the label's units.
+        return measure(np.asarray(booster.inplace_predict(arrays["x_val"]), dtype=np.float64))
+
+    return on_booster
+
+
 def _patience(parsed: XGBoostParams, config: TrainingConfig) -> int:
     if parsed.early_stopping_rounds is not None:
         return parsed.early_stopping_rounds
@@ -397,6 +416,8 @@ class XGBoostFlavor(Flavor):
                 checkpoint_every=self.checkpoint_every,
                 max_seconds=job.config.max_seconds,
                 started_at=time.time() if job.config.started_at is None else job.config.started_at,
+                score_validation=_validation_scorer(job, arrays),
+                train_rows=len(arrays["y_train"]),
             )
             run_params = {**booster_params, "device": device}
             if job.config.num_threads is not None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from ml_platform.core.storage import write_atomically
 from ml_platform.training.budget import budget_exhausted, check_budget
 from ml_platform.training.checkpoint import FINGERPRINT_ROWS, fingerprint_of
 from ml_platform.training.flavors.base import EpochCallback, LogFunction
+from ml_platform.training.progress import progress_suffix
 from ml_platform.training.schema import TrainingDivergedError
 
 if TYPE_CHECKING:
@@ -160,6 +161,16 @@ class RoundTracker:
     # The training budget (`TrainingConfig.max_seconds`) and when its clock started.
     max_seconds: float | None = None
     started_at: float = field(default_factory=time.time)
+    # Measures the primary metric of the booster so far on the validation split: only on the
+    # rounds that are logged (a chunk of rounds), as a prediction costs a pass over all trees.
+    score_validation: Callable[[xgboost.Booster], dict[str, float]] | None = None
+    train_rows: int = 0
+    # This fit's clock and the rounds done before it (resumed), for throughput and the ETA.
+    clock_started: float = field(default_factory=time.perf_counter)
+    first_round: int = 0
+
+    def __post_init__(self) -> None:
+        self.first_round = self.progress.rounds
 
     def after_round(self, booster: xgboost.Booster, evals_log: Mapping[str, Any]) -> bool:
         """Records the round just boosted; returns True to stop boosting."""
@@ -186,10 +197,14 @@ class RoundTracker:
         }
         for error_metric in error_metrics:  # "error" or "merror": 1 - accuracy at 0.5
             metrics["validation_accuracy"] = 1.0 - float(evals_log["validation"][error_metric][-1])
-        progress.history.append(metrics)
         if self.patience > 0 and progress.rounds_without_improvement >= self.patience:
             progress.stopped_early = True
-        self._log_round(round_number, metrics, improved)
+        logged = self._logged(round_number)
+        if logged and self.score_validation is not None:
+            metrics.update(self.score_validation(booster))
+        progress.history.append(metrics)
+        if logged:
+            self._log_round(round_number, metrics, improved)
         if self.on_epoch_end is not None:
             self.on_epoch_end(round_number, dict(metrics))
         if self.checkpoint is not None and round_number % self.checkpoint_every == 0:
@@ -217,13 +232,25 @@ class RoundTracker:
             self.checkpoint.save(booster, self.progress)
             self.saved_round = self.progress.rounds
 
+    def _logged(self, round_number: int) -> bool:
+        """Whether this round ends a chunk of rounds: the first, every 5%, the last one."""
+        every = max(1, self.total_rounds // 20)
+        return (
+            round_number in (1, self.total_rounds)
+            or round_number % every == 0
+            or self.progress.stopped_early
+        )
+
     def _log_round(self, round_number: int, metrics: dict[str, float], improved: bool) -> None:
         progress = self.progress
-        every = max(1, self.total_rounds // 20)
-        if round_number == 1 or round_number % every == 0 or progress.stopped_early:
-            values = " ".join(f"{k}={v:.6g}" for k, v in metrics.items() if k != "epoch")
-            best = " (best)" if improved else ""
-            self.log(f"round {round_number}/{self.total_rounds}: {values}{best}")
+        done = round_number - self.first_round
+        elapsed = time.perf_counter() - self.clock_started
+        remaining = 0 if progress.stopped_early else self.total_rounds - round_number
+        values = " ".join(f"{k}={v:.6g}" for k, v in metrics.items() if k != "epoch")
+        best = " (best)" if improved else ""
+        rows_per_second = self.train_rows * done / max(elapsed, 1e-9)
+        suffix = progress_suffix(rows_per_second, elapsed, done, remaining)
+        self.log(f"round {round_number}/{self.total_rounds}: {values}{best}; {suffix}")
         if progress.stopped_early:
             self.log(
                 f"early stopping after round {round_number}: validation_loss has not improved "
