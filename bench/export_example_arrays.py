@@ -16,7 +16,7 @@ import numpy as np
 from examples.payments.generator import generate
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.training_set import build_training_set, read_split
-from ml_platform.lifecycle.train import feature_schema
+from ml_platform.lifecycle.training_inputs import feature_schema
 from ml_platform.spec.loading import load_project
 from ml_platform.training.preprocessing import Preprocessor
 

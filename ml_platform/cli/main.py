@@ -109,41 +109,8 @@ def _workspace_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    """The ``ml-platform`` argument parser, with every command's help text.
-
-    Returns:
-        The parser.
-    """
-    from ml_platform.cli.run import JOBS
-
-    root = argparse.ArgumentParser(
-        prog="ml-platform",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = _command(commands, "run", "train (or score, monitor) a model on the instance", RUN_HELP)
-    run.add_argument("model", metavar="MODEL", help="the model's name, as its spec's `name`")
-    run.add_argument(
-        "--job",
-        choices=JOBS,
-        default="training",
-        help="which of the model's jobs: training (features, training set, model, evaluation, "
-        "champion), scoring (predictions with the champion) or monitoring (predictions and the "
-        "drift report). Default: training. Example: --job scoring",
-    )
-    _workspace_option(run)
-
-    status = _command(commands, "status", "where each model stands", STATUS_HELP)
-    status.add_argument(
-        "models",
-        nargs="*",
-        metavar="MODEL",
-        help="the models to show (default: every model of the project). Example: fraud_detection",
-    )
-
+def _add_init(commands: argparse._SubParsersAction) -> None:
+    """``ml-platform init`` and its options."""
     init = _command(commands, "init", "scaffold a new model (and its features file)", INIT_HELP)
     init.add_argument("name", metavar="NAME", help="the new model's name (letters, digits, _)")
     init.add_argument(
@@ -190,15 +157,9 @@ def parser() -> argparse.ArgumentParser:
         "id-like columns shared between files. Example: --entity customer_id",
     )
 
-    validate = _command(commands, "validate", "check spec files", VALIDATE_HELP)
-    validate.add_argument(
-        "paths",
-        nargs="+",
-        type=Path,
-        metavar="PATH",
-        help="spec files, or directories searched for *.yaml. Example: assets/churn",
-    )
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    """``ml-platform demo`` and its options."""
     demo = _command(commands, "demo", "run the example end to end", DEMO_HELP)
     demo.add_argument(
         "--model",
@@ -220,6 +181,9 @@ def parser() -> argparse.ArgumentParser:
     )
     _workspace_option(demo)
 
+
+def _add_drift_alert(commands: argparse._SubParsersAction) -> None:
+    """``ml-platform drift-alert`` and its options."""
     alert = _command(
         commands, "drift-alert", "raise a drift alert from outside the platform", DRIFT_ALERT_HELP
     )
@@ -231,6 +195,56 @@ def parser() -> argparse.ArgumentParser:
         '"PSI 0.4 on amount"',
     )
     alert.add_argument("--source", help="who raised it. Example: --source arize")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``ml-platform`` argument parser, with every command's help text.
+
+    Returns:
+        The parser.
+    """
+    from ml_platform.cli.run import JOBS
+
+    root = argparse.ArgumentParser(
+        prog="ml-platform",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _command(commands, "run", "train (or score, monitor) a model on the instance", RUN_HELP)
+    run.add_argument("model", metavar="MODEL", help="the model's name, as its spec's `name`")
+    run.add_argument(
+        "--job",
+        choices=JOBS,
+        default="training",
+        help="which of the model's jobs: training (features, training set, model, evaluation, "
+        "champion), scoring (predictions with the champion) or monitoring (predictions and the "
+        "drift report). Default: training. Example: --job scoring",
+    )
+    _workspace_option(run)
+
+    status = _command(commands, "status", "where each model stands", STATUS_HELP)
+    status.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="the models to show (default: every model of the project). Example: fraud_detection",
+    )
+
+    _add_init(commands)
+
+    validate = _command(commands, "validate", "check spec files", VALIDATE_HELP)
+    validate.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="spec files, or directories searched for *.yaml. Example: assets/churn",
+    )
+
+    _add_demo(commands)
+    _add_drift_alert(commands)
     return root
 
 

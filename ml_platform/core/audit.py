@@ -7,7 +7,6 @@ inside it commit with the section, or not at all.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from ml_platform.core.database import engine_with
 
 _METADATA = sa.MetaData()
 AUDIT_EVENTS = sa.Table(
@@ -39,25 +40,6 @@ AUDIT_LOCKS = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("taken_at", sa.DateTime(timezone=True)),
 )
-# How long SQLite waits for another writer's commit (its busy timeout) before failing.
-_SQLITE_BUSY_SECONDS = 60
-
-
-@functools.cache
-def _engine(url: str) -> sa.Engine:
-    """One engine per database, its tables created once per process."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # A connection per use: a pooled SQLite connection would keep writing to a database
-        # file that was replaced or removed (a restored backup, a new home at the same path).
-        # A writer waits for a concurrent section's commit rather than failing at once.
-        engine = sa.create_engine(
-            url, poolclass=sa.pool.NullPool, connect_args={"timeout": _SQLITE_BUSY_SECONDS}
-        )
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    _METADATA.create_all(engine, checkfirst=True)
-    return engine
 
 
 @dataclass(frozen=True)
@@ -184,7 +166,7 @@ class AuditLog:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _engine(url)
+        self.engine = engine_with(url, _METADATA)
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             # The database file was removed since the engine was made (a new home): recreate.
             _METADATA.create_all(self.engine, checkfirst=True)

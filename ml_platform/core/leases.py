@@ -11,7 +11,6 @@ holder still runs (for a Dagster run: not finished), and a dead holder's lease i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from ml_platform.core.database import engine_with
 
 _METADATA = sa.MetaData()
 LEASES = sa.Table(
@@ -30,7 +31,6 @@ LEASES = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True)),
 )
 # How long a taker waits for another transaction on the lease table (SQLite's busy timeout).
-_SQLITE_BUSY_SECONDS = 60
 
 
 def training_lease(model: str) -> str:
@@ -75,21 +75,6 @@ class LeaseHeld(RuntimeError):
         )
 
 
-@functools.cache
-def _engine(url: str) -> sa.Engine:
-    """One engine per database, the lease table created once per process."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # A connection per use (as the audit log does); wait for a concurrent taker's commit.
-        engine = sa.create_engine(
-            url, poolclass=sa.pool.NullPool, connect_args={"timeout": _SQLITE_BUSY_SECONDS}
-        )
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    _METADATA.create_all(engine, checkfirst=True)
-    return engine
-
-
 class Leases:
     """The lease table of one database (the platform's ``audit_url``)."""
 
@@ -99,7 +84,7 @@ class Leases:
         Args:
             url: A SQLAlchemy URL (SQLite or Postgres).
         """
-        self.engine = _engine(url)
+        self.engine = engine_with(url, _METADATA)
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             # The database file was removed since the engine was made (a new home): recreate.
             _METADATA.create_all(self.engine, checkfirst=True)

@@ -18,7 +18,6 @@ Dagster run that trained them (``dagster_ui_url``).
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
@@ -30,6 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.helpers import redact_url
+from ml_platform.registry.links import (
+    dagster_ui_url,
+    mlflow_ui_url,
+)
 from ml_platform.registry.mlflow_env import (
     RegistryUnavailableError,
     is_missing_alias,
@@ -37,6 +40,7 @@ from ml_platform.registry.mlflow_env import (
     pip_requirements,
 )
 from ml_platform.registry.runs import TrainingRun
+from ml_platform.registry.signature import INTEGER_COLUMNS_HINT, example_and_signature
 from ml_platform.registry.tags import (
     CHAMPION_ALIAS,
     MLFLOW_GIT_COMMIT,
@@ -57,55 +61,9 @@ if TYPE_CHECKING:
     from ml_platform.training.flavors.base import FittedModel
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
-MLFLOW_UI_URL_ENV = "ML_PLATFORM_MLFLOW_UI_URL"
-LEGACY_MLFLOW_UI_URL_ENV = "MLFLOW_UI_URL"  # read too: deployments set it before the above existed
-DEFAULT_UI_URL = "http://127.0.0.1:5000"  # where `make mlflow` serves the UI
-DAGSTER_UI_URL_ENV = "DAGSTER_UI_URL"
-DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"  # where `make dev` serves the Dagster UI
 TRAINING_DATASET_CONTEXT = "training"
-# MLflow's advice on integer columns when it infers a schema (see where it is filtered).
-_INTEGER_COLUMNS_HINT = "Hint: Inferred schema contains integer column"
-
 # Where a version's drift reference lives among its training run's artifacts.
 REFERENCE_ARTIFACTS = "reference"
-
-
-def mlflow_ui_url(configured: str = "", tracking_uri: str = "") -> str:
-    """The base URL of the MLflow UI that links point at, without credentials.
-
-    Args:
-        configured: An explicit URL (``ModelRegistryResource.ui_url``); empty to look further.
-        tracking_uri: The tracking URI: an MLflow server (``http(s)://``) serves its own UI.
-
-    Returns:
-        The first of: ``configured``, ``ML_PLATFORM_MLFLOW_UI_URL``, ``MLFLOW_UI_URL``, the
-        tracking URI when it is an MLflow server, and ``http://127.0.0.1:5000`` (``make mlflow``),
-        without user, password, query or fragment and without a trailing slash.
-    """
-    server = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ""
-    base = (
-        configured
-        or os.environ.get(MLFLOW_UI_URL_ENV)
-        or os.environ.get(LEGACY_MLFLOW_UI_URL_ENV)
-        or server
-        or DEFAULT_UI_URL
-    )
-    # Links land in metadata, logs and tags: a URL's credentials stay out of them.
-    return redact_url(base.strip()).rstrip("/")
-
-
-def dagster_ui_url(configured: str = "") -> str:
-    """The base URL of the Dagster UI that MLflow's ``dagster_run_url`` tags point at.
-
-    Args:
-        configured: An explicit URL; empty means ``DAGSTER_UI_URL``, else
-            ``http://127.0.0.1:3000`` (``make dev``).
-
-    Returns:
-        The URL without credentials and without a trailing slash.
-    """
-    base = configured or os.environ.get(DAGSTER_UI_URL_ENV) or DEFAULT_DAGSTER_UI_URL
-    return redact_url(base.strip()).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -303,7 +261,7 @@ class ModelRegistry:
         import mlflow
         import mlflow.pyfunc
 
-        example, signature = _example_and_signature(model, input_example)
+        example, signature = example_and_signature(model, input_example)
         with tempfile.TemporaryDirectory() as directory:
             model_dir = Path(directory) / "model"
             model.save(model_dir)
@@ -387,7 +345,7 @@ class ModelRegistry:
                 "ignore", "The specified dataset source can be interpreted in multiple ways"
             )
             # A dataset's schema records what the data holds: integer keys and labels included.
-            warnings.filterwarnings("ignore", _INTEGER_COLUMNS_HINT, UserWarning)
+            warnings.filterwarnings("ignore", INTEGER_COLUMNS_HINT, UserWarning)
             if isinstance(frame_or_path, str):
                 frame, source = _read_parquet(frame_or_path), redact_url(frame_or_path)
                 dataset = from_pandas(frame, source=source, name=name, digest=digest)
@@ -613,41 +571,6 @@ class ModelRegistry:
         """
         versions = self.client.search_model_versions(f"name='{model_name}'")
         return sorted((str(v.version) for v in versions), key=int)
-
-
-def _example_and_signature(model: FittedModel, rows: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
-    """The version's input example and signature, built from the model's own schema.
-
-    The example is the first five rows of the schema's feature columns, in schema order; the
-    signature's outputs are what the served model (``registry/pyfunc.py``) returns for them: a
-    ``prediction`` column, or ``p_<i>`` per class.
-
-    Args:
-        model: The fitted model.
-        rows: Model input rows holding the schema's feature columns.
-
-    Returns:
-        The example and its ``ModelSignature``.
-    """
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    columns = [*model.schema.numeric, *model.schema.categorical]
-    example = rows.loc[:, columns].head(5).reset_index(drop=True)
-    # Integer features may be missing when scored (the model imputes them): declare them as
-    # doubles so MLflow's schema enforcement accepts NaN.
-    example = example.astype(
-        {c: "float64" for c in model.schema.numeric if example[c].dtype.kind in "iu"}
-    )
-    prediction = model.predict(example)
-    if prediction.ndim == 2:
-        output = pd.DataFrame({f"p_{i}": prediction[:, i] for i in range(prediction.shape[1])})
-    else:
-        output = pd.DataFrame({"prediction": prediction})
-    with warnings.catch_warnings():
-        # Left integer, only categorical codes: a category is a value, never a missing number.
-        warnings.filterwarnings("ignore", _INTEGER_COLUMNS_HINT, UserWarning)
-        return example, infer_signature(example, output)
 
 
 def _read_parquet(path: str) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from ml_platform.core.settings import PlatformSettings
 from ml_platform.definitions import build_definitions
 from ml_platform.features.store import apply_feature_repo
 from ml_platform.lifecycle.records import current_model
-from ml_platform.lifecycle.train import training_budget_seconds, training_params
+from ml_platform.lifecycle.training_inputs import training_budget_seconds, training_params
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.spec.loading import load_project
 from ml_platform.spec.model import ModelSpec

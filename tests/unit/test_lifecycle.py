@@ -13,7 +13,8 @@ import pytest
 
 from ml_platform.core.audit import AuditLog
 from ml_platform.lifecycle.promote import override_promotion
-from ml_platform.lifecycle.train import _fit, training_config, training_params
+from ml_platform.lifecycle.train import _fit
+from ml_platform.lifecycle.training_inputs import training_config, training_params
 from ml_platform.spec.model import ModelSpec
 from ml_platform.training.schema import FeatureSchema
 from tests.e2e import loans
