@@ -646,6 +646,8 @@ def drift_report_metadata(record: DriftReportRecord) -> Metadata:
     metadata.update({key: value for key, value in scores.items() if value is not None})
     if record.reason:
         metadata["reason"] = record.reason
+    if record.plots:
+        metadata["plots"] = dg.MetadataValue.md(plots_markdown(record.plots))
     if record.html_path:
         metadata["html_report"] = _link(record.html_path)
     if record.report_path:

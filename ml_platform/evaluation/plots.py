@@ -184,6 +184,74 @@ def _value(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class DriftBar:
+    """One column's drift test, for ``drift_plot``.
+
+    Attributes:
+        column: The input column, or ``prediction``.
+        test: The test's name (``wasserstein``, ``psi``, ``ks``...).
+        score: The test's score: a distance (large means drift) or a p-value (small means drift).
+        threshold: The threshold the score was compared with.
+        measures: ``distance`` or ``p_value``.
+        drifted: The test's verdict.
+    """
+
+    column: str
+    test: str
+    score: float
+    threshold: float
+    measures: str
+    drifted: bool
+
+    @property
+    def ratio(self) -> float:
+        """How far past its threshold the column is: 1 at the threshold, more means drift."""
+        if self.measures == "distance":
+            return self.score / self.threshold if self.threshold > 0 else float("inf")
+        return self.threshold / self.score if self.score > 0 else float("inf")
+
+
+_MAX_RATIO = 1_000.0
+"""Drift ratios are drawn up to this (a p-value of 0 is infinitely past its threshold)."""
+
+
+def drift_plot(bars: Sequence[DriftBar]) -> Plot | None:
+    """Each column's drift relative to its own test's threshold, drifted columns in red.
+
+    Tests measure on different scales (a distance must reach its threshold, a p-value fall
+    below it), so each bar is the score over the threshold (for p-values, the threshold over the
+    score): 1 is the threshold, and a bar past it drifted.
+
+    Args:
+        bars: One per judged column (and the prediction).
+
+    Returns:
+        The plot, or None with no column to draw.
+    """
+    if not bars:
+        return None
+    figure, axes = _figure(size=(6.0, max(2.5, 0.3 * len(bars) + 1.2)))
+    ratios = [min(max(bar.ratio, 1 / _MAX_RATIO), _MAX_RATIO) for bar in bars]
+    colors = ["#d62728" if bar.drifted else CHALLENGER_COLOR for bar in bars]
+    positions = list(range(len(bars)))
+    axes.barh(positions, ratios, color=colors)
+    axes.axvline(1.0, color="black", linestyle="--", linewidth=1, label="threshold")
+    axes.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    low, high = axes.get_xlim()
+    axes.set_xticks([t for t in (0.001, 0.01, 0.1, 0.3, 1, 3, 10, 100, 1000) if low <= t <= high])
+    axes.set_yticks(positions)
+    axes.set_yticklabels([f"{bar.column} ({bar.test} {bar.score:.3g})" for bar in bars], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("score relative to its threshold (past 1 = drifted)")
+    axes.legend(loc="lower right", fontsize=8)
+    return _render(figure, "drift_scores", "drift per column, relative to each test's threshold")
+
+
 def as_markdown(plots: Sequence[Plot]) -> str:
     """The plots as Markdown images with data URIs, for a Dagster ``MetadataValue.md``."""
     return "\n\n".join(

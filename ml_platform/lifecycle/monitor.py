@@ -14,6 +14,7 @@ report, the outcome is audited, and drift is alerted with the drifted features n
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,7 @@ def monitor_drift(
     record = report_record(
         spec, champion, report_id, result, performance, html_path, (source, snapshot), step
     )
+    record = replace(record, plots=write_drift_plot(record, directory))
     storage.write_json(
         f"{directory}/report.json",
         {
@@ -317,6 +319,35 @@ def report_record(
         column_verdicts=[v.to_dict() for v in result.columns]
         + ([prediction] if prediction is not None else []),
     )
+
+
+def write_drift_plot(record: DriftReportRecord, directory: str) -> dict[str, str]:
+    """Draw each column's drift against its threshold beside the report.
+
+    Returns:
+        ``{"drift_scores": path}``, or nothing when no column has a score.
+    """
+    from ml_platform.evaluation.plots import DriftBar, drift_plot
+    from ml_platform.monitoring.statistical_tests import TESTS
+
+    bars = [
+        DriftBar(
+            column=v["column"],
+            test=v["test"],
+            score=float(v["score"]),
+            threshold=float(v["threshold"]),
+            measures=TESTS[v["test"]].measures,
+            drifted=bool(v["drifted"]),
+        )
+        for v in record.column_verdicts
+        if v.get("test") in TESTS and v.get("score") is not None and v.get("threshold")
+    ]
+    plot = drift_plot(bars)
+    if plot is None:
+        return {}
+    path = f"{directory}/{plot.name}.png"
+    storage.write_bytes(path, plot.png)
+    return {plot.name: path}
 
 
 def verdict_line(verdict: ColumnVerdict) -> str:

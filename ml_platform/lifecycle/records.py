@@ -186,6 +186,7 @@ class DriftReportRecord(JsonDataclass):
         dagster_run_id: The Dagster run that made the report, if any.
         column_verdicts: Per input column, then ``prediction``: its test, score, threshold,
             status and reason (``ColumnVerdict.to_dict()``).
+        plots: The report's pictures, name to PNG path (``drift_scores``).
     """
 
     model: str
@@ -209,6 +210,7 @@ class DriftReportRecord(JsonDataclass):
     report_path: str | None = None
     dagster_run_id: str | None = None
     column_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    plots: dict[str, str] = field(default_factory=dict)
 
     @property
     def drifted(self) -> bool:

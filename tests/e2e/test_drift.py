@@ -210,6 +210,11 @@ def test_a_shifted_window_flags_the_shifted_features(world: World) -> None:
     assert metadata["drift_score/amount"].value < 0.1
     assert metadata["drift_share"].value == pytest.approx(2 / 3)
     assert metadata["html_report"].value == record.html_path
+    # The picture of each column's drift against its threshold, beside the report and inline.
+    assert set(record.plots) == {"drift_scores"}
+    assert Path(record.plots["drift_scores"]).read_bytes()[:4] == b"\x89PNG"
+    assert Path(record.plots["drift_scores"]).parent.name == record.report_id
+    assert metadata["plots"].value.count("](data:image/png;base64,") == 1
     assert {"performance_current", "performance_reference", "prediction_drift_score"} <= set(
         metadata
     )

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from ml_platform.evaluation.plots import (
+    DriftBar,
     Scored,
     as_markdown,
+    drift_plot,
     evaluation_plots,
     learning_curve_plot,
     slice_plot,
@@ -100,3 +102,17 @@ def test_markdown_embeds_every_plot_as_a_data_uri(count: int) -> None:
     text = as_markdown(plots)
     assert text.count("](data:image/png;base64,") == count
     assert all(f"**{p.title}**" in text for p in plots)
+
+
+def test_drift_bars_are_relative_to_each_tests_threshold() -> None:
+    distance = DriftBar("amount", "wasserstein", 0.3, 0.1, "distance", drifted=True)
+    p_value = DriftBar("channel", "chisquare", 0.01, 0.05, "p_value", drifted=True)
+    calm = DriftBar("hour", "ks", 0.5, 0.05, "p_value", drifted=False)
+    assert distance.ratio == pytest.approx(3.0)
+    assert p_value.ratio == pytest.approx(5.0)
+    assert calm.ratio < 1
+    assert DriftBar("x", "ks", 0.0, 0.05, "p_value", drifted=True).ratio == float("inf")
+    plot = drift_plot([distance, p_value, calm])
+    assert plot is not None and plot.name == "drift_scores"
+    assert _image(plot.png).format == "PNG"
+    assert drift_plot([]) is None
