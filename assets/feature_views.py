@@ -108,7 +108,7 @@ def build_feature_view(
         from ml_platform.features.materialize import materialize_feature_view
 
         settings = feature_store.settings(storage)
-        summary, report = materialize_feature_view(repo, view.name, settings)
+        summary, report = materialize_feature_view(repo, view.name, settings, log=context.log.info)
         check = gate_check_result(report)
         if summary is None:
             context.log.error(report.summary())

@@ -211,7 +211,9 @@ def build_training_set_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
 
         settings = lifecycle.feature_store.settings(lifecycle.storage)
         with _data_gate_fails_the_step():
-            manifest, report = build_training_set(model, resolved, catalog, settings)
+            manifest, report = build_training_set(
+                model, resolved, catalog, settings, log=context.log.info
+            )
         version = dg.DataVersion(manifest.snapshot_id)
         check = gate_check_result(report)
         if not report.success:

@@ -7,11 +7,13 @@ attempt, which blocks training while it failed its data gate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core import storage
+from ml_platform.core.progress import Phases
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.datasets.split import snapshot_id, time_split
 from ml_platform.features.retrieval import historical_features
@@ -201,7 +203,11 @@ def training_set_gate(
 
 
 def build_training_set(
-    spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog, settings: PlatformSettings
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    catalog: Catalog,
+    settings: PlatformSettings,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[TrainingSetManifest, GateReport]:
     """Join labels with features point-in-time, gate the result, split by time, write it.
 
@@ -216,6 +222,8 @@ def build_training_set(
         resolved: its resolved features.
         catalog: the catalog declaring its sources and views.
         settings: the platform settings.
+        log: receives one line per phase as it ends (read, join, gate, write), with its time
+            and rows per second.
 
     Returns:
         The manifest (of the new current training set, or of the failed attempt) and the gate's
@@ -231,12 +239,17 @@ def build_training_set(
             f"feature view(s) {', '.join(blocked)} failed their data gate; '{spec.name}' builds "
             "no training set on them until they are materialized again on passing data"
         )
+    phases = Phases(f"training set of {spec.name}", log)
     labels = read_label_rows(spec, resolved, catalog, settings)
     labels, as_of, excluded = _mature_labels(spec, labels, resolved.timestamp_column)
+    phases.done(f"read the labels ({excluded:,} not yet known left out)", len(labels))
     joined = _join_features(settings, labels, resolved)
+    views = len(resolved.feature_views)
+    phases.done(f"joined {views} feature view(s) point-in-time", len(joined))
     report = training_set_gate(
         spec, resolved, joined, settings, declared_numeric_inputs(spec, resolved, catalog)
     )
+    phases.done(f"data gate {'passed' if report.success else 'FAILED'}", len(joined))
     timestamp = resolved.timestamp_column
     sort_keys = [c for c in [timestamp, *resolved.entity_columns] if c in joined.columns]
     snapshot = snapshot_id(joined.sort_values(sort_keys) if sort_keys else joined)
@@ -253,6 +266,8 @@ def build_training_set(
     splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     for name, part in splits.items():
         storage.write_parquet(part, f"{directory}/{name}.parquet")
+    sizes = ", ".join(f"{name} {len(part):,}" for name, part in splits.items())
+    phases.done(f"wrote the splits ({sizes})", len(joined))
     manifest = _manifest(spec, resolved, splits, snapshot, directory, as_of, excluded, gate_record)
     storage.write_json(f"{directory}/manifest.json", manifest.to_dict())
     storage.write_pointer(root, manifest.to_dict())

@@ -7,10 +7,12 @@ materialized again on passing data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ml_platform.core.progress import Phases
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.features.store import apply_feature_repo, quiet_feast, source_path
 from ml_platform.gates.state import record_view_gate
@@ -86,7 +88,10 @@ def feature_view_gate(
 
 
 def materialize_feature_view(
-    spec: FeatureRepoSpec, view_name: str, settings: PlatformSettings
+    spec: FeatureRepoSpec,
+    view_name: str,
+    settings: PlatformSettings,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[ViewSummary | None, GateReport]:
     """Gate the view's source data, then apply the repo and load its latest values online.
 
@@ -99,19 +104,23 @@ def materialize_feature_view(
         spec: the feature repo declaring the view.
         view_name: the feature view.
         settings: the platform settings.
+        log: receives one line per phase as it ends (gate, apply, materialize), with its time.
 
     Returns:
         The view's summary (None when the gate failed) and the gate's report.
     """
     import duckdb
 
+    phases = Phases(f"feature view {view_name}", log)
     report = feature_view_gate(spec, view_name, settings)
     record_view_gate(settings, view_name, report.success)
+    phases.done(f"data gate {'passed' if report.success else 'FAILED'}")
     if not report.success:
         return None, report
     view = next(v for v in spec.feature_views if v.name == view_name)
     source = next(s for s in spec.sources if s.name == view.source)
     store = apply_feature_repo(spec, settings)
+    phases.done("applied the Feast definitions")
     keys = [k for e in spec.entities if e.name in view.entities for k in e.join_keys]
     path = source_path(settings, source.path)
     ts = source.timestamp_field
@@ -135,6 +144,7 @@ def materialize_feature_view(
                 feature_views=[view_name],
             )
         materialized = entity_count
+        phases.done(f"materialized {entity_count:,} entities online", int(entity_count))
     summary = ViewSummary(
         rows=int(rows),
         entities=int(entity_count),

@@ -46,6 +46,11 @@ def test_golden_path_end_to_end(small_example: dg.Definitions) -> None:
         training = run_job(small_example, f"{MODEL}_training", instance)
         scoring = run_job(small_example, f"{MODEL}_scoring", instance)
 
+        # Long steps say how far they got: each phase with its time and rows per second.
+        lines = [e.user_message for e in instance.all_logs(training.run_id)]
+        assert any(f"training set of {MODEL}: joined" in m and "rows/s" in m for m in lines)
+        assert any(m.startswith("feature view") and "materialized" in m for m in lines)
+
         versions = registry.registered_versions(MODEL)
         assert versions == ["1"]
         assert registry.champion_version(MODEL) == "1"

@@ -14,7 +14,16 @@ import yaml
 from ml_platform.definitions import build_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "feast", "great_expectations", "evidently", "mlflow")
+HEAVY = (
+    "torch",
+    "xgboost",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "mlflow",
+    "matplotlib",
+    "sklearn",
+)
 
 
 def test_loading_the_code_location_imports_no_heavy_module() -> None:
