@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from assets.keys import FORCE_RETRAIN_TAG
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.definitions import build_definitions
 from ml_platform.registry.client import ModelRegistry
@@ -84,7 +85,8 @@ def test_golden_path_on_postgres(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         training = run_job(defs, f"{MODEL}_training", instance)
         scoring = run_job(defs, f"{MODEL}_scoring", instance)
-        retraining = run_job(defs, f"{MODEL}_training", instance)
+        # Unchanged inputs would reuse version 1: the force tag trains a second version.
+        retraining = run_job(defs, f"{MODEL}_training", instance, tags={FORCE_RETRAIN_TAG: "true"})
         model = instance.get_latest_materialization_event(dg.AssetKey([MODEL, "model"]))
         assert model is not None and model.run_id == retraining.run_id
 
