@@ -34,3 +34,14 @@ def platform_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def loans_spec(platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The small loans model (tests/e2e/loans.py) on the spec path, run from the project root."""
+    from tests.e2e import loans
+
+    spec_dir = loans.write_specs(tmp_path / "specs")
+    monkeypatch.setenv("ML_PLATFORM_SPEC_PATH", str(spec_dir))
+    monkeypatch.chdir(PROJECT_ROOT)
+    return spec_dir

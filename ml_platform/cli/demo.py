@@ -15,7 +15,6 @@ from ml_platform.cli.launch import (
     Launcher,
     LaunchError,
     open_launcher,
-    write_local_instance_config,
 )
 from ml_platform.cli.output import echo
 from ml_platform.cli.summary import show_champion, show_outcome
@@ -53,7 +52,6 @@ def demo(models: list[str] | None, rows: int | None, workspace: Path | None = No
     from assets.keys import scoring_job_name, training_job_name
 
     home = prepare_environment(rows)
-    write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
     names = model_names(models)
     if names is None:
         return 2
@@ -89,7 +87,6 @@ def demo_drift(models: list[str] | None, rows: int | None, workspace: Path | Non
     import dagster as dg
 
     home = prepare_environment(rows)
-    write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
     names = model_names(models)
     if names is None:
         return 2

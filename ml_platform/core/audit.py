@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
-from ml_platform.core.database import engine_with
+from ml_platform.core.database import engine_with, ensure_named_row
 
 _METADATA = sa.MetaData()
 AUDIT_EVENTS = sa.Table(
@@ -235,7 +234,7 @@ class AuditLog:
         Yields:
             The section: the audit log on the locked connection.
         """
-        self._ensure_lock_row(name)
+        ensure_named_row(self.engine, AUDIT_LOCKS, name)
         with self.engine.begin() as connection:
             connection.execute(
                 sa.update(AUDIT_LOCKS)
@@ -243,17 +242,3 @@ class AuditLog:
                 .values(taken_at=datetime.now(UTC))
             )
             yield AuditSection(connection)
-
-    def _ensure_lock_row(self, name: str) -> None:
-        """Insert the lock's row if missing, so that ``exclusive`` always has a row to lock."""
-        with self.engine.connect() as connection:
-            found = connection.execute(
-                sa.select(AUDIT_LOCKS.c.name).where(AUDIT_LOCKS.c.name == name)
-            ).first()
-        if found is not None:
-            return
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(sa.insert(AUDIT_LOCKS).values(name=name))
-        except IntegrityError:
-            pass  # another holder inserted it first: the row is there either way

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 SQLITE_BUSY_SECONDS = 60
 """How long a SQLite writer waits for another writer's commit (its busy timeout) before failing."""
@@ -41,3 +42,22 @@ def engine_with(url: str, metadata: sa.MetaData) -> sa.Engine:
     """
     _create_tables(url, metadata)
     return _engine(url)
+
+
+def ensure_named_row(engine: sa.Engine, table: sa.Table, name: str) -> None:
+    """Insert ``table``'s row ``name`` if it is missing, so a transaction can lock it by UPDATE.
+
+    Args:
+        engine: The database.
+        table: A table whose primary key is a ``name`` column (locks, leases).
+        name: The row's name.
+    """
+    with engine.connect() as connection:
+        found = connection.execute(sa.select(table.c.name).where(table.c.name == name)).first()
+    if found is not None:
+        return
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.insert(table).values(name=name))
+    except IntegrityError:
+        pass  # another writer inserted it first: the row is there either way

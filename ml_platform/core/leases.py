@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
-from ml_platform.core.database import engine_with
+from ml_platform.core.database import engine_with, ensure_named_row
 
 _METADATA = sa.MetaData()
 LEASES = sa.Table(
@@ -30,7 +29,6 @@ LEASES = sa.Table(
     sa.Column("holder", sa.String(200)),
     sa.Column("acquired_at", sa.DateTime(timezone=True)),
 )
-# How long a taker waits for another transaction on the lease table (SQLite's busy timeout).
 
 
 def training_lease(model: str) -> str:
@@ -107,7 +105,7 @@ class Leases:
         Raises:
             LeaseHeld: Another holder that is alive holds it.
         """
-        self._ensure_row(name)
+        ensure_named_row(self.engine, LEASES, name)
         with self.engine.begin() as connection:
             # First statement: the write that locks the row (Postgres) or the database
             # (SQLite) until commit, so concurrent takers go one after the other.
@@ -185,20 +183,6 @@ class Leases:
             yield lease
         finally:
             self.release(name, holder)
-
-    def _ensure_row(self, name: str) -> None:
-        """Insert the lease's row if missing, so that `acquire` always has a row to lock."""
-        with self.engine.connect() as connection:
-            exists = connection.execute(
-                sa.select(LEASES.c.name).where(LEASES.c.name == name)
-            ).first()
-        if exists is not None:
-            return
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(sa.insert(LEASES).values(name=name))
-        except IntegrityError:
-            pass  # another taker inserted it first: the row is there either way
 
 
 def _utc(moment: datetime) -> datetime:

@@ -11,12 +11,11 @@ alias explained again. Promotion, scoring and the champion sensor all check.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ml_platform.core.alerts import Alert, send_alert
-from ml_platform.core.audit import AuditEvent, AuditLog
+from ml_platform.core.audit import AuditLog, AuditSection
 
 if TYPE_CHECKING:
     from ml_platform.core.settings import PlatformSettings
@@ -27,28 +26,8 @@ UNEXPLAINED_ACTION = "unexplained_champion"
 """Audit action of an alias that no moving event explains."""
 
 
-class AuditReader(Protocol):
-    """What reads audit events: an ``AuditLog``, or an ``AuditSection`` inside its lock."""
-
-    def events(
-        self, model: str, action: str | None = None, *, actions: Collection[str] | None = None
-    ) -> list[AuditEvent]: ...
-
-
-class AuditWriter(AuditReader, Protocol):
-    """What records audit events (see ``AuditLog.record``)."""
-
-    def record(
-        self,
-        model: str,
-        action: str,
-        *,
-        model_version: str | None = None,
-        data_snapshot_id: str | None = None,
-        dagster_run_id: str | None = None,
-        rows: int | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> AuditEvent: ...
+AuditAccess = AuditLog | AuditSection
+"""The audit log, or its section inside ``AuditLog.exclusive`` (same reads and writes)."""
 
 
 class ChampionRegistry(Protocol):
@@ -119,7 +98,7 @@ class UnexplainedChampionError(RuntimeError):
         )
 
 
-def explained_champion(audit: AuditReader, model: str) -> str | None:
+def explained_champion(audit: AuditAccess, model: str) -> str | None:
     """The version the newest audit event that moved the alias put there.
 
     Args:
@@ -133,7 +112,7 @@ def explained_champion(audit: AuditReader, model: str) -> str | None:
     return moves[-1].model_version if moves else None
 
 
-def check_champion(registry: ChampionRegistry, audit: AuditReader, model: str) -> ChampionCheck:
+def check_champion(registry: ChampionRegistry, audit: AuditAccess, model: str) -> ChampionCheck:
     """Compare the alias with the version the audit log explains.
 
     Args:
@@ -151,7 +130,7 @@ def check_champion(registry: ChampionRegistry, audit: AuditReader, model: str) -
 
 
 def record_unexplained(
-    audit: AuditWriter, check: ChampionCheck, *, dagster_run_id: str | None, detected_by: str
+    audit: AuditAccess, check: ChampionCheck, *, dagster_run_id: str | None, detected_by: str
 ) -> bool:
     """Record an unexplained alias once per model and alias version (since the last move).
 

@@ -20,15 +20,6 @@ WORKSPACE_LOCATION = "ml_platform.definitions"
 UI_REPOSITORY_LABEL = f"__repository__@{WORKSPACE_LOCATION}"
 
 
-@pytest.fixture
-def loans_project(platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The loans model on the spec path, its data under the home, run from the project root."""
-    spec_dir = loans.write_specs(tmp_path / "specs")
-    monkeypatch.setenv("ML_PLATFORM_SPEC_PATH", str(spec_dir))
-    monkeypatch.chdir(PROJECT_ROOT)
-    return spec_dir
-
-
 def _ui_runs(job_name: str) -> list[dg.DagsterRun]:
     """The runs the Dagster UI shows on the job's page of the workspace's code location."""
     instance = dg.DagsterInstance.get()
@@ -41,7 +32,7 @@ def _ui_runs(job_name: str) -> list[dg.DagsterRun]:
 
 @pytest.mark.slow
 def test_run_trains_as_the_workspace_code_location_and_status_shows_the_outcome(
-    loans_project: Path, capsys: pytest.CaptureFixture[str]
+    loans_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     loans.write_frames(PlatformSettings.from_env(), loans.good_frames())
     assert main(["run", loans.MODEL]) == 0
@@ -72,7 +63,7 @@ def test_run_trains_as_the_workspace_code_location_and_status_shows_the_outcome(
 
 @pytest.mark.slow
 def test_demo_launches_on_the_instance_and_names_the_failed_check(
-    loans_project: Path, capsys: pytest.CaptureFixture[str]
+    loans_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     loans.write_frames(PlatformSettings.from_env(), loans.bad_frames("single_class"))
     assert main(["demo", "--model", loans.MODEL]) == 1

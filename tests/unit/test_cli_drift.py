@@ -19,15 +19,6 @@ from tests.e2e import loans
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def loans_spec(platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The loans model (no monitoring section) on the spec path, run from the project root."""
-    spec_dir = loans.write_specs(tmp_path / "specs")
-    monkeypatch.setenv("ML_PLATFORM_SPEC_PATH", str(spec_dir))
-    monkeypatch.chdir(PROJECT_ROOT)
-    return spec_dir
-
-
 def audit() -> AuditLog:
     return AuditLog(PlatformSettings.from_env().audit_url)
 

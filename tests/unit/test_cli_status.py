@@ -11,17 +11,6 @@ import pytest
 from ml_platform.cli.main import main, parser
 from tests.e2e import loans
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def loans_spec(platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The loans model on the spec path, run from the project root."""
-    spec_dir = loans.write_specs(tmp_path / "specs")
-    monkeypatch.setenv("ML_PLATFORM_SPEC_PATH", str(spec_dir))
-    monkeypatch.chdir(PROJECT_ROOT)
-    return spec_dir
-
 
 def test_status_on_a_fresh_home_says_nothing_happened_yet(
     loans_spec: Path, capsys: pytest.CaptureFixture[str]
