@@ -226,14 +226,35 @@ def audit_champion(
         new = record_unexplained(
             section, check, dagster_run_id=dagster_run_id, detected_by=detected_by
         )
-    if new:
-        # After the section: the alert's own audit entry would wait for the section's lock.
-        send_alert(
-            unexplained_alert(check, run_id=dagster_run_id, detected_by=detected_by),
-            settings,
-            audit,
-        )
+    alert_recorded(check, new, settings, audit, run_id=dagster_run_id, detected_by=detected_by)
     return check
+
+
+def alert_recorded(
+    check: ChampionCheck,
+    recorded: bool,
+    settings: PlatformSettings,
+    audit: AuditLog,
+    *,
+    run_id: str | None,
+    detected_by: str,
+) -> None:
+    """Alert an unexplained champion that ``record_unexplained`` just recorded (else nothing).
+
+    Call it after the champion lock's section: the alert's own audit entry would wait for the
+    section's lock.
+
+    Args:
+        check: The check.
+        recorded: What ``record_unexplained`` returned.
+        settings: The platform settings (the alert channels).
+        audit: The audit log the alert is recorded in.
+        run_id: The Dagster run checking, if any.
+        detected_by: What checked (``promotion``, ``scoring``, ``sensor``).
+    """
+    if recorded:
+        alert = unexplained_alert(check, run_id=run_id, detected_by=detected_by)
+        send_alert(alert, settings, audit)
 
 
 def raise_if_unexplained(check: ChampionCheck) -> None:

@@ -17,17 +17,15 @@ promotion.
 
 from __future__ import annotations
 
-from ml_platform.core.alerts import send_alert
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.promotion import PromotionDecision, decide_promotion
 from ml_platform.evaluation.report import EvaluationReport
 from ml_platform.lifecycle.champion_audit import (
-    ChampionCheck,
+    alert_recorded,
     champion_lock,
     check_champion,
     record_unexplained,
-    unexplained_alert,
 )
 from ml_platform.lifecycle.evaluate import evaluation_of, run_version
 from ml_platform.lifecycle.records import StepContext, current_evaluation
@@ -117,7 +115,16 @@ def promote(
         if decision.promote:
             # Inside the section: if the alias does not move, the audit entry rolls back.
             step.registry.set_champion(spec.name, report.version)
-    _alert_unexplained(check, unexplained, step)
+    if check.unexplained:
+        step.log(check.describe())
+    alert_recorded(
+        check,
+        unexplained,
+        step.settings,
+        step.audit,
+        run_id=step.dagster_run_id,
+        detected_by="promotion",
+    )
     step.registry.tag_version(
         spec.name,
         report.version,
@@ -126,16 +133,6 @@ def promote(
     for reason in decision.reasons:
         step.log(reason)
     return decision, report.version if decision.promote else champion
-
-
-def _alert_unexplained(check: ChampionCheck, recorded: bool, step: StepContext) -> None:
-    """Alert a newly recorded unexplained champion (after the section: the alert is audited)."""
-    if not check.unexplained:
-        return
-    step.log(check.describe())
-    if recorded:
-        alert = unexplained_alert(check, run_id=step.dagster_run_id, detected_by="promotion")
-        send_alert(alert, step.settings, step.audit)
 
 
 def override_promotion(
@@ -199,9 +196,14 @@ def override_promotion(
         )
         # Inside the section: if the alias does not move, the audit entry rolls back.
         registry.set_champion(spec.name, str(version))
-    if unexplained:
-        alert = unexplained_alert(check, run_id=dagster_run_id, detected_by="override")
-        send_alert(alert, PlatformSettings.from_env(audit_url=audit.url), audit)
+    alert_recorded(
+        check,
+        unexplained,
+        PlatformSettings.from_env(audit_url=audit.url),
+        audit,
+        run_id=dagster_run_id,
+        detected_by="override",
+    )
     registry.tag_version(
         spec.name,
         str(version),
