@@ -225,6 +225,9 @@ class MonitoringSpec(StrictSpec):
     # Cron schedule of the monitoring job (predictions + drift report); None: no schedule.
     schedule: Cron | None = None
     timezone: Timezone = "UTC"
+    # What is judged: the batch predictions (``predictions``) or the prediction service's
+    # audited online calls (``calls``: the features and scores it served).
+    source: Literal["predictions", "calls"] = "predictions"
     # The newest part of the scored window that is judged; None: all of it (scoring.window).
     window: PositiveDuration | None = None
     # Fewer scored rows give "insufficient_data", never "drift" (also the labelled rows needed
@@ -249,6 +252,59 @@ class MonitoringSpec(StrictSpec):
         return self.retrain_on is not None
 
 
+class CanarySpec(StrictSpec):
+    """How a canary version is judged on live traffic before it replaces the champion.
+
+    The canary sensor promotes the canary (through the same audited promotion path) once it has
+    answered ``min_calls`` calls over at least ``min_duration`` within every bound below, and
+    rolls it back as soon as one bound is broken on at least ``min_calls`` calls, or when it is
+    still undecided after ``max_duration``.
+    """
+
+    # Share of entities (sticky: an entity always gets the same version) the canary answers.
+    traffic_share: float = Field(default=0.2, gt=0, lt=1)
+    min_calls: int = Field(default=200, ge=1)
+    min_duration: Duration = "15m"
+    max_duration: PositiveDuration = "7d"
+    # Share of the canary's calls that failed (5xx) at most.
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    # The canary's p99 latency over the champion's, at most.
+    max_latency_ratio: float = Field(default=1.5, gt=0)
+    # Largest Jensen-Shannon distance between the canary's and the champion's score
+    # distributions on their live calls.
+    max_prediction_shift: float = Field(default=0.1, gt=0, le=1)
+    # Largest drop of the primary metric on labelled calls (in the metric's units) against the
+    # champion's labelled calls; judged only once min_calls of each are labelled.
+    max_performance_drop: float = Field(default=0.02, ge=0)
+
+
+class ServingSpec(StrictSpec):
+    """Online serving: the prediction service's canary policy and the profile it runs on."""
+
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    # The compute profile of the service's pods (CPU by default; a GPU profile where needed).
+    profile: str = "cpu-small"
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=10, ge=1)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        profiles = load_profiles()
+        if value not in profiles:
+            raise ValueError(unknown("compute profile", value, profiles))
+        return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas}); "
+                "raise max_replicas or lower min_replicas"
+            )
+        return self
+
+
 class ModelSpec(StrictSpec):
     """A ``kind: model`` file: everything the platform needs to train, gate and serve a model."""
 
@@ -269,6 +325,7 @@ class ModelSpec(StrictSpec):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
 
     @property
     def primary_metric(self) -> str:
