@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 # The ml_platform code location. One image serves the code server (`dagster api grpc`, the
-# default command), the run worker pods and every step pod, CPU or GPU.
+# default command), the run worker pods, every step pod, CPU or GPU, and the prediction
+# services (`ml-platform serve MODEL`, deploy/k8s/serving.yaml).
 #
 #   docker build -t ghcr.io/your-org/ml-platform:0.1.0 .
 #   docker run --rm -p 3030:3030 ghcr.io/your-org/ml-platform:0.1.0
+#   docker run --rm -p 8080:8080 ghcr.io/your-org/ml-platform:0.1.0 \
+#     ml-platform serve fraud_detection --host 0.0.0.0 --port 8080
 #
 # Base: plain Python rather than nvidia/cuda or pytorch/pytorch. The CUDA wheels of torch carry
 # their own CUDA runtime, cuDNN and NCCL (the nvidia-* wheels), so a CUDA base image would ship
@@ -62,9 +65,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
 WORKDIR /home/app
-EXPOSE 3030
+# 3030: the code server's gRPC; 8080: the prediction service's HTTP (`ml-platform serve`).
+EXPOSE 3030 8080
 # No `dagster` ENTRYPOINT: the Helm chart starts the code server, and dagster-k8s the run and step
 # workers, by passing the whole command line as the container's args
-# (`/opt/venv/bin/python -m dagster api execute_step`), which an ENTRYPOINT would prefix.
+# (`/opt/venv/bin/python -m dagster api execute_step`), which an ENTRYPOINT would prefix. The
+# prediction service is started the same way (args `ml-platform serve MODEL ...`), so tini
+# forwards the pod's SIGTERM to uvicorn, which drains requests and flushes the call journal.
+# No HEALTHCHECK: Kubernetes probes the service's /healthz and /readyz itself.
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dagster", "api", "grpc", "-m", "ml_platform.definitions", "-h", "0.0.0.0", "-p", "3030"]
