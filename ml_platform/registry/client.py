@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,11 +43,14 @@ from ml_platform.registry.mlflow_env import (
 from ml_platform.registry.runs import TrainingRun
 from ml_platform.registry.signature import INTEGER_COLUMNS_HINT, example_and_signature
 from ml_platform.registry.tags import (
+    CANARY_ALIAS,
     CHAMPION_ALIAS,
     MLFLOW_GIT_COMMIT,
     MLFLOW_RUN_NAME,
     MLFLOW_SOURCE_NAME,
     MLFLOW_SOURCE_TYPE,
+    TAG_CANARY_SHARE,
+    TAG_CANARY_SINCE,
     TAG_CODE_VERSION,
     TAG_DAGSTER_RUN,
     TAG_DAGSTER_RUN_URL,
@@ -56,6 +60,7 @@ from ml_platform.registry.tags import (
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from ml_platform.core.settings import PlatformSettings
     from ml_platform.training.flavors.base import FittedModel
@@ -64,6 +69,23 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 TRAINING_DATASET_CONTEXT = "training"
 # Where a version's drift reference lives among its training run's artifacts.
 REFERENCE_ARTIFACTS = "reference"
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What the registry says a model serves: its champion and, when one runs, its canary.
+
+    Attributes:
+        champion: The version the ``champion`` alias points at, or None.
+        canary: The version the ``canary`` alias points at, or None.
+        canary_share: The canary's share of the traffic in [0, 1]; 0 without a canary.
+        canary_since: When the canary started (UTC), or None without a canary.
+    """
+
+    champion: str | None
+    canary: str | None
+    canary_share: float = 0.0
+    canary_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -512,6 +534,99 @@ class ModelRegistry:
         """
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
 
+    def serving_state(self, model_name: str) -> ServingState:
+        """The champion, the canary and the canary's share and start, in one MLflow call.
+
+        Args:
+            model_name: The registered model.
+
+        Returns:
+            The state; no champion and no canary when the model is not registered. A canary
+            tag without the alias (or a share that is not a number in [0, 1]) counts as no
+            canary.
+
+        Raises:
+            RegistryUnavailableError: MLflow failed for another reason than a missing model.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(model_name)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return ServingState(champion=None, canary=None)
+            raise self._unavailable(model_name, "serving state", error) from error
+        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        tags = dict(model.tags or {})
+        champion, canary = aliases.get(CHAMPION_ALIAS), aliases.get(CANARY_ALIAS)
+        share = _share(tags.get(TAG_CANARY_SHARE))
+        if canary is None or share is None:
+            return ServingState(champion=champion, canary=None)
+        return ServingState(
+            champion=champion,
+            canary=canary,
+            canary_share=share,
+            canary_since=_utc(tags.get(TAG_CANARY_SINCE)),
+        )
+
+    def set_canary(self, model_name: str, version: str, share: float, since: datetime) -> None:
+        """Point the ``canary`` alias at ``version`` with its traffic share and start time.
+
+        The tags are written before the alias, so a reader that sees the alias sees its share.
+
+        Args:
+            model_name: The registered model.
+            version: The version to serve as canary.
+            share: Its share of the traffic, in (0, 1].
+            since: When it starts (timezone-aware; stored as ISO-8601 UTC).
+
+        Raises:
+            ValueError: ``share`` is outside (0, 1] or ``since`` has no timezone.
+        """
+        if not 0.0 < share <= 1.0:
+            raise ValueError(
+                f"canary traffic share of '{model_name}' must be in (0, 1], got {share}; "
+                "pass a fraction such as 0.2"
+            )
+        if since.tzinfo is None:
+            raise ValueError(f"canary start of '{model_name}' must be timezone-aware: {since}")
+        started = since.astimezone(UTC).isoformat()
+        self.client.set_registered_model_tag(model_name, TAG_CANARY_SHARE, repr(float(share)))
+        self.client.set_registered_model_tag(model_name, TAG_CANARY_SINCE, started)
+        self.client.set_registered_model_alias(model_name, CANARY_ALIAS, version)
+
+    def clear_canary(self, model_name: str) -> None:
+        """Remove the ``canary`` alias, then its share and start tags (missing ones are fine).
+
+        Args:
+            model_name: The registered model.
+        """
+        from mlflow.exceptions import MlflowException
+
+        aliases = self.client.get_registered_model(model_name).aliases or {}
+        if CANARY_ALIAS in aliases:
+            self.client.delete_registered_model_alias(model_name, CANARY_ALIAS)
+        tags = self.client.get_registered_model(model_name).tags or {}
+        for tag in (TAG_CANARY_SHARE, TAG_CANARY_SINCE):
+            if tag in tags:
+                try:
+                    self.client.delete_registered_model_tag(model_name, tag)
+                except MlflowException as error:  # deleted meanwhile by a concurrent clear
+                    if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+
+    def _unavailable(
+        self, model_name: str, what: str, error: MlflowException
+    ) -> RegistryUnavailableError:
+        """The error saying MLflow could not answer ``what`` (credentials redacted)."""
+        shown = redact_url(self.model_registry_uri)
+        detail = error.message.replace(self.model_registry_uri, shown)
+        return RegistryUnavailableError(
+            f"cannot read the {what} of model '{model_name}' from MLflow at {shown} "
+            f"({error.error_code}: {detail}); check that the tracking server is up and the "
+            "credentials are valid, then retry"
+        )
+
     def version_tags(self, model_name: str, version: str) -> dict[str, str]:
         """Tags of a model version and of the run that produced it.
 
@@ -571,6 +686,26 @@ class ModelRegistry:
         """
         versions = self.client.search_model_versions(f"name='{model_name}'")
         return sorted((str(v.version) for v in versions), key=int)
+
+
+def _share(value: str | None) -> float | None:
+    """A canary share tag as a fraction in [0, 1], or None when missing or not one."""
+    try:
+        share = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return share if share is not None and 0.0 <= share <= 1.0 else None
+
+
+def _utc(value: str | None) -> datetime | None:
+    """An ISO-8601 tag as an aware UTC datetime (naive means UTC), or None when unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _read_parquet(path: str) -> pd.DataFrame:

@@ -1,12 +1,20 @@
-"""Names the platform writes to MLflow: run and version tags, and the ``champion`` alias.
+"""Names the platform writes to MLflow: run, version and model tags, and the aliases.
 
 Run tags make a version reproducible (code version, data snapshot, compute profile, Dagster run);
-version tags record what happened to it afterwards (gates, promotion, overrides).
+version tags record what happened to it afterwards (gates, promotion, overrides); the registered
+model's tags say how its aliases serve (the canary's traffic share and start).
 """
 
 from __future__ import annotations
 
 CHAMPION_ALIAS = "champion"
+# The version serving a share of the online traffic beside the champion, while it is judged.
+CANARY_ALIAS = "canary"
+
+# Registered-model tags of a running canary: its traffic share ("0.2") and since when it runs
+# (ISO-8601 UTC). Read with the aliases in one call (``ModelRegistry.serving_state``).
+TAG_CANARY_SHARE = "ml_platform.canary_traffic_share"
+TAG_CANARY_SINCE = "ml_platform.canary_since"
 
 # Run tags, set when the training run starts.
 TAG_DAGSTER_RUN = "dagster_run_id"  # the tag dagster-mlflow uses, so its tooling finds our runs
