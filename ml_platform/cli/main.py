@@ -245,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
 
     _add_demo(commands)
     _add_drift_alert(commands)
+    from ml_platform.cli.calls import add_calls_command
+
+    add_calls_command(commands)
     return root
 
 
@@ -271,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             from ml_platform.cli.demo import demo, demo_drift
 
             return (demo_drift if args.drift else demo)(args.model, args.rows, args.workspace)
+        if args.command == "calls":
+            from ml_platform.cli.calls import run_calls
+
+            return run_calls(args)
         if args.command == "drift-alert":
             from ml_platform.cli.drift_alert import drift_alert
 
