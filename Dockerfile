@@ -58,10 +58,17 @@ RUN groupadd --gid 10001 app \
     && mkdir -p /opt/dagster/dagster_home \
     && chown app:app /opt/dagster/dagster_home
 COPY --from=build /opt/venv /opt/venv
+# The specs travel as package data (site-packages/assets). The code location finds them next to
+# its package; the `ml-platform` commands (serve, run, status) look under ./assets and
+# ML_PLATFORM_SPEC_PATH, and the working directory here has none: name them at a fixed path.
+RUN ln -s "$(/opt/venv/bin/python -c 'import importlib.util, pathlib; \
+print(pathlib.Path(importlib.util.find_spec("assets").origin).parent)')" /opt/ml-platform-specs \
+    && test -f /opt/ml-platform-specs/fraud_detection/model.yaml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     ML_PLATFORM_HOME=/home/app/.ml_platform \
+    ML_PLATFORM_SPEC_PATH=/opt/ml-platform-specs \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
 WORKDIR /home/app

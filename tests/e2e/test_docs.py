@@ -72,6 +72,28 @@ SKIPPED = {
         "sudo apt-get install -y --no-install-recommends chromium   # .ci/run does this in CI",
     ): "installs a system package with sudo; .ci/run runs the UI test",
     (
+        "docs/serving.md",
+        'export ML_PLATFORM_SERVING_API_KEYS="analyst:$(openssl rand -hex 16),'
+        'checkout:$(openssl rand -hex 16)"',
+    ): "a long-running server; tests/e2e/test_serving.py starts it on a free port",
+    ("docs/serving.md", "KEY=...   # one of the keys of ML_PLATFORM_SERVING_API_KEYS"): (
+        'needs the service of "Serve locally" running'
+    ),
+    (
+        "docs/serving.md",
+        ".venv/bin/ml-platform calls fraud_detection --since 1h                    "
+        "# who called which version, when, with what result",
+    ): "needs calls of a running service in the audit database",
+    (
+        "docs/serving.md",
+        "# The prerequisites of docs/kubernetes.md (namespace, ConfigMaps, "
+        "ml-platform-secrets with",
+    ): "needs a Kubernetes cluster, the image and the code location's ConfigMaps and Secrets",
+    (
+        "docs/serving.md",
+        ".venv/bin/python bench/serving.py --rows 100000 --requests 2000 --concurrency 8",
+    ): "runs the demo and a load test: minutes",
+    (
         "docs/mlflow_auth.md",
         "pip install 'mlflow[auth]'                 # the auth app needs "
         "Flask-WTF (CSRF protection)",

@@ -288,6 +288,10 @@ def test_the_image_runs_the_service_under_tini_as_the_pods_user() -> None:
     assert exposed and str(SETTINGS.port) in exposed.group(1).split()
     instructions = [line.split()[0] for line in dockerfile.splitlines() if line.strip()]
     assert "HEALTHCHECK" not in instructions
+    # The working directory has no assets/: the commands find the specs through the spec path.
+    spec_path = re.search(r"ML_PLATFORM_SPEC_PATH=(\S+)", dockerfile)
+    assert spec_path and "/opt/venv/bin/python -c 'import importlib" in dockerfile
+    assert f"{spec_path.group(1)} \\\n    && test -f {spec_path.group(1)}/" in dockerfile
     pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
     assert 'ml-platform = "ml_platform.cli.main:main"' in pyproject
     for dependency in ("fastapi", "uvicorn", "prometheus-client"):
