@@ -1,46 +1,149 @@
 """Time to load the code location vs ``import dagster`` alone, in fresh interpreters.
 
-Baseline, measured in the same run: ``python -c "import dagster"``. Goal: at most 2x.
-Usage: .venv/bin/python bench/load_time.py --repeats 7
+Baseline, measured in the same run: ``python -c "import dagster"``. Loading is timed as Dagster
+loads a code location: ``defs()``, ``get_repository_def()``, every job resolved, the asset graph.
+With ``--models N`` it is timed twice, with the shipped example alone (1 model) and with N - 1
+copies of it (``examples/many_models.py``) on ``ML_PLATFORM_SPEC_PATH``. Goals: 1 model within
+1.2x, 100 models within 2x.
+
+``--sensors`` evaluates every sensor of the N-model code location once, as the daemon's tick
+would, on a fresh ``ML_PLATFORM_HOME`` with a real (temporary) Dagster instance, and prints the
+total against the daemon's 30 s tick.
+
+Usage: .venv/bin/python bench/load_time.py --models 100 --repeats 7
+       .venv/bin/python bench/load_time.py --models 100 --sensors
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from examples.many_models import write_model_specs  # noqa: E402
+
 BASELINE = "import dagster"
 LOAD = (
     "import ml_platform.definitions as d\n"
     "repo = d.defs().get_repository_def()\n"
     "repo.get_all_jobs(); repo.asset_graph\n"
 )
+DAEMON_TICK_SECONDS = 30.0
 
 
-def seconds(code: str) -> float:
+def seconds(code: str, env: dict[str, str]) -> float:
+    """Wall seconds of ``python -c code`` in a fresh interpreter from the project root."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True)
     return time.perf_counter() - started
+
+
+def environment(spec_path: str, home: str) -> dict[str, str]:
+    """The process environment with this spec path and an empty ``ML_PLATFORM_HOME``."""
+    env = {**os.environ, "ML_PLATFORM_SPEC_PATH": spec_path, "ML_PLATFORM_HOME": home}
+    env.pop("ML_PLATFORM_COMPUTE_PROFILES", None)
+    return env
+
+
+def measure_loads(spec_dir: Path, home: str, models: int, repeats: int) -> None:
+    """Interleave the baseline with loading 1 and ``models`` models; print medians and ratios."""
+    write_model_specs(spec_dir, models - 1)
+    cases = {"1 model": environment("", home), f"{models} models": environment(str(spec_dir), home)}
+    for env in cases.values():  # warm the file cache and bytecode
+        seconds(LOAD, env)
+    baseline: list[float] = []
+    loads: dict[str, list[float]] = {case: [] for case in cases}
+    for _ in range(repeats):  # interleaved, so machine noise hits all alike
+        for case, env in cases.items():
+            baseline.append(seconds(BASELINE, env))
+            loads[case].append(seconds(LOAD, env))
+    b = statistics.median(baseline)
+    print(f"import dagster (baseline): median {b:.2f}s over {len(baseline)}")
+    goals = {"1 model": 1.2}
+    for case, times in loads.items():
+        m = statistics.median(times)
+        goal = goals.get(case, 2.0)
+        print(f"load, {case:>10}: median {m:.2f}s over {repeats}; ratio {m / b:.2f}x", end="")
+        print(f" (goal <= {goal}x)")
+
+
+def measure_sensors(spec_dir: Path, home: Path, models: int) -> None:
+    """Evaluate every sensor once, as one daemon tick would; print the total and the slowest."""
+    write_model_specs(spec_dir, models - 1)
+    os.environ.update(environment(str(spec_dir), str(home)))
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from ml_platform.definitions import build_definitions
+
+    defs = build_definitions(PROJECT_ROOT)
+    repo = defs.get_repository_def()
+    timings: list[tuple[float, str, str]] = []
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        started = time.perf_counter()
+        for sensor in repo.sensor_defs:
+            began = time.perf_counter()
+            if isinstance(sensor, dg.AutomationConditionSensorDefinition):
+                # The daemon evaluates these itself, over the selected assets' conditions.
+                evaluated = dg.evaluate_automation_conditions(
+                    defs=defs, instance=instance, asset_selection=sensor.asset_selection
+                )
+                outcome = f"{evaluated.total_requested} assets requested"
+                timings.append((time.perf_counter() - began, sensor.name, outcome))
+                continue
+            with dg.build_sensor_context(
+                instance=instance,
+                cursor=None,
+                repository_def=repo,
+                sensor_name=sensor.name,
+                resources=repo.get_top_level_resources(),
+            ) as context:
+                result = sensor.evaluate_tick(context)
+            outcome = result.skip_message or f"{len(result.run_requests or [])} run requests"
+            timings.append((time.perf_counter() - began, sensor.name, outcome))
+        total = time.perf_counter() - started
+    timings.sort(reverse=True)
+    print(
+        f"{len(timings)} sensors of {models} models evaluated once in {total:.2f}s "
+        f"({total / DAEMON_TICK_SECONDS:.2f} of a {DAEMON_TICK_SECONDS:.0f} s daemon tick)"
+    )
+    for took, name, outcome in timings[:3]:
+        print(f"  slowest: {name} {took:.3f}s: {outcome[:100]}")
+    first = {}
+    for took, name, _ in timings:
+        kind = name.rsplit("_", 2)[-2] if name.endswith("_sensor") else name
+        first.setdefault(kind, []).append(took)
+    for kind, times in sorted(first.items()):
+        print(
+            f"  {kind}: {len(times)} sensors, median {statistics.median(times) * 1000:.1f} ms, "
+            f"total {sum(times):.2f}s"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--models", type=int, default=100, help="models in the large case")
+    parser.add_argument(
+        "--sensors", action="store_true", help="time one evaluation of every sensor instead"
+    )
     args = parser.parse_args()
-    seconds(LOAD)  # warm the file cache and bytecode for both
-    baseline, load = [], []
-    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
-        baseline.append(seconds(BASELINE))
-        load.append(seconds(LOAD))
-    b, m = statistics.median(baseline), statistics.median(load)
-    print(f"import dagster (baseline): median {b:.2f}s over {args.repeats}")
-    print(f"load code location:        median {m:.2f}s over {args.repeats}")
-    print(f"ratio load/baseline: {m / b:.2f}x (goal <= 2.0x)")
+    with tempfile.TemporaryDirectory(prefix="load_time_") as tmp:
+        spec_dir, home = Path(tmp) / "specs", Path(tmp) / "home"
+        home.mkdir()
+        if args.sensors:
+            measure_sensors(spec_dir, home, args.models)
+        else:
+            measure_loads(spec_dir, str(home), args.models, args.repeats)
 
 
 if __name__ == "__main__":
