@@ -1,7 +1,7 @@
 """Monitor: judge a scored window against the champion's training reference, report, alert.
 
-``monitor_drift`` reads the newest predictions (or a window given by time range or file, see
-``lifecycle.scored_window``), the
+``monitor_drift`` reads the newest predictions (or a window given by time range or file; or, with
+``monitoring.source: calls``, the prediction service's calls: see ``lifecycle.scored_window``), the
 champion version's reference stored at training time (``lifecycle.reference``: never recomputed
 from training data), and judges every model input and the model's output with
 ``ml_platform.monitoring.drift.detect_drift``. Where labels of scored rows have arrived (the
@@ -108,7 +108,7 @@ def monitor_drift(
         f"{directory}/report.json",
         {
             "record": record.to_dict(),
-            "window": window.describe(),
+            "window": window.describe() if spec.monitoring.source == "predictions" else source,
             "drift": result.to_dict(),
             "performance": None if performance is None else performance.to_dict(),
         },
@@ -157,10 +157,13 @@ def labelled_rows(
     """The scored rows whose labels have arrived, with the label column; None if unjoinable.
 
     A label counts once it is known: present and, when the label source has an
-    ``available_at_column``, available now. Rows are matched on the join keys and timestamp.
+    ``available_at_column``, available now. Rows are matched on the join keys and timestamp;
+    online calls (``monitoring.source: calls``) on the identifiers their callers sent.
     """
     from ml_platform.datasets.training_set import read_label_rows
 
+    if spec.monitoring.source == "calls":
+        return labelled_calls(spec, resolved, catalog, step, scored)
     labels = read_label_rows(spec, resolved, catalog, step.settings)
     keys = [*resolved.entity_columns, resolved.timestamp_column]
     label = spec.label.column
@@ -172,6 +175,57 @@ def labelled_rows(
         known &= labels[available] <= datetime.now(UTC)
     arrived = labels.loc[known, [*keys, label]].drop_duplicates(keys, keep="last")
     return scored.drop(columns=[label], errors="ignore").merge(arrived, on=keys, how="inner")
+
+
+CALL_COLUMNS = ("score", "model_version", "scored_at", "request_id", "role", "caller")
+"""Columns of a calls window that are not the caller's identifiers (see ``calls_frame``)."""
+
+
+def labelled_calls(
+    spec: ModelSpec,
+    resolved: ResolvedFeatures,
+    catalog: Catalog,
+    step: StepContext,
+    calls: pd.DataFrame,
+) -> pd.DataFrame | None:
+    """The calls whose labels have arrived, matched through the identifiers callers sent.
+
+    A call's time is not the label row's event time, so the match is on the identifiers the
+    call carried (e.g. ``loan_id``) that the label source has, with the entity's join keys.
+
+    Returns:
+        The calls with the label column; None when no identifier is shared with the labels.
+    """
+    import pandas as pd
+
+    from ml_platform.features.store import source_path
+
+    _, source = catalog.sources()[spec.label.source]
+    label, available = spec.label.column, spec.label.available_at_column
+    not_identifiers = {
+        label,
+        available,
+        resolved.timestamp_column,
+        *resolved.model_inputs,
+        *resolved.entity_columns,
+        *CALL_COLUMNS,
+    }
+    identifiers = [
+        c
+        for c in calls.columns
+        if c in source.columns and c not in not_identifiers and not c.startswith("score_")
+    ]
+    if not identifiers:
+        return None
+    entity = [c for c in resolved.entity_columns if c in calls.columns and c in source.columns]
+    keys = [*identifiers, *entity]
+    wanted = [*keys, label, *([available] if available else [])]
+    labels = pd.read_parquet(source_path(step.settings, source.path), columns=wanted)
+    known = labels[label].notna()
+    if available:
+        known &= pd.to_datetime(labels[available], utc=True) <= datetime.now(UTC)
+    arrived = labels.loc[known, [*keys, label]].drop_duplicates(keys, keep="last")
+    return calls.drop(columns=[label], errors="ignore").merge(arrived, on=keys, how="inner")
 
 
 def evaluation_value(spec: ModelSpec, step: StepContext, champion: str) -> float | None:

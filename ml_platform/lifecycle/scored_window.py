@@ -1,9 +1,12 @@
-"""Scored windows: which scored rows a drift report judges, read from the predictions.
+"""Scored windows: which scored rows a drift report judges, read from predictions or calls.
 
-A window is the newest predictions file by default, one given file, or every row scored within
-a time range (a row scored several times keeps its newest score). Predictions keep the model
-inputs next to each score (``lifecycle.score``), so a window holds everything a drift verdict
-compares with the champion's training reference.
+With ``monitoring.source: predictions`` (the default), a window is the newest predictions file by
+default, one given file, or every row scored within a time range (a row scored several times
+keeps its newest score). Predictions keep the model inputs next to each score
+(``lifecycle.score``), so a window holds everything a drift verdict compares with the champion's
+training reference. With ``monitoring.source: calls``, a window is the prediction service's
+successful calls in a time range (default: the last ``monitoring.window``, else
+``scoring.window``), read from the audit trail in the same shape (``serving.calls.calls_frame``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def read_window(
     """
     import pandas as pd
 
+    if spec.monitoring.source == "calls":
+        return read_calls_window(spec, resolved, step, window)
     directory = step.settings.data_path("models", spec.name, "predictions")
     timestamp = resolved.timestamp_column
     if window.predictions_path:
@@ -92,6 +97,41 @@ def read_window(
             keep &= times > times.max() - parse_duration(spec.monitoring.window)
         frame = frame[keep]
     return pd.DataFrame(frame).reset_index(drop=True), source
+
+
+def read_calls_window(
+    spec: ModelSpec, resolved: ResolvedFeatures, step: StepContext, window: ScoredWindow
+) -> tuple[pd.DataFrame, str]:
+    """The service's successful calls in the window, shaped like predictions, and their source.
+
+    Without a time range the window is the last ``monitoring.window`` (else ``scoring.window``)
+    up to now.
+
+    Raises:
+        ValueError: A predictions file was given although the model monitors its calls.
+    """
+    from ml_platform.serving.calls import calls_frame
+
+    if window.predictions_path:
+        raise ValueError(
+            f"model '{spec.name}' monitors its online calls (monitoring.source: calls): a "
+            "predictions file cannot be judged; give a time range (start, end) or none"
+        )
+    start, end = window.start, window.end
+    if window.is_newest:
+        start = datetime.now(UTC) - parse_duration(spec.monitoring.window or spec.scoring.window)
+    frame = calls_frame(
+        step.settings.audit_url,
+        spec.name,
+        start,
+        end,
+        timestamp_column=resolved.timestamp_column,
+    )
+    source = (
+        f"calls of {spec.name} from {start.isoformat() if start else 'the first'} to "
+        f"{end.isoformat() if end else 'now'} in {redact_url(step.settings.audit_url)}"
+    )
+    return frame, source
 
 
 def utc(moment: datetime) -> datetime:
