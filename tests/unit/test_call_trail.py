@@ -15,7 +15,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -378,3 +378,50 @@ def test_a_killed_process_loses_no_acknowledged_call(tmp_path: Path) -> None:
     assert len(stored) == len(set(stored))
     assert set(acknowledged) <= set(stored)
     assert list(iter_journal(journal)) == []
+
+
+def test_the_calls_command_answers_who_called_what_when(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ml_platform.cli.main import main
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    monkeypatch.setenv("ML_PLATFORM_AUDIT_URL", url)
+    now = datetime.now(UTC)
+    calls = [
+        replace(a_call(1, caller="checkout"), called_at=now - timedelta(hours=3)),
+        replace(a_call(2, caller="backoffice", version="4", role="canary"), called_at=now),
+        replace(a_call(13, caller="unauthenticated", status=401, version=None), called_at=now),
+    ]
+    with CallTrail(url, tmp_path / "journal") as trail:
+        for call in calls:
+            trail.record(call)
+
+    assert main(["calls", MODEL, "--since", "1h"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["time", "(UTC)", "caller"]
+    assert len(table) == 3  # the header and the two calls of the last hour
+    assert "backoffice" in table[1] and "v4 canary" in table[1] and "applicant_id=2" in table[1]
+    assert calls[1].features_hash[:12] in table[1] and "bureau@f00d" in table[1]  # type: ignore[index]
+    assert "200 0.25" in table[1] and calls[1].request_id in table[1]
+    assert "unauthenticated" in table[2] and "401 entity not in the online store" in table[2]
+
+    assert main(["calls", MODEL, "--entity", "applicant_id=2", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    shown = json.loads(line)
+    assert shown["request_id"] == calls[1].request_id
+    assert shown["features"] == calls[1].features and shown["caller"] == "backoffice"
+
+    start = (now - timedelta(hours=4)).isoformat()
+    assert main(["calls", MODEL, "--since", start, "--until", "2h", "--caller", "checkout"]) == 0
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    assert calls[0].request_id in row
+    assert main(["calls", MODEL, "--request-id", calls[2].request_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status_code"] == 401
+    assert main(["calls", MODEL, "--version", "9"]) == 0
+    assert "no calls of 'loan_default' match" in capsys.readouterr().err
+
+    assert main(["calls", MODEL, "--since", "yesterday"]) == 2
+    assert "write e.g. 1h" in capsys.readouterr().err
+    assert main(["calls", MODEL, "--entity", "applicant_id"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
