@@ -41,6 +41,8 @@ LOGGER = logging.getLogger(__name__)
 WRITER_PREFIX = "writer-"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_FILE = "lock"
+ADOPTED_PREFIX = "0-"
+"""Segments taken over from a dead trail (sorted before this trail's own)."""
 REJECTED_FILE = "rejected.jsonl"
 """Calls the database refused row by row (not a connection problem), kept with the reason."""
 MAX_RETRY_SECONDS = 30.0
@@ -246,7 +248,9 @@ class CallTrail:
         self.recorded = 0
         """Calls journaled since ``open``."""
         self.flushed = 0
-        """Calls written to the database (or found there) since ``open``."""
+        """Calls of this trail written to the database (or found there) since ``open``."""
+        self.replayed = 0
+        """Calls of dead trails' journals written to the database (or found there)."""
 
     @property
     def is_open(self) -> bool:
@@ -328,8 +332,7 @@ class CallTrail:
             sqlalchemy.exc.SQLAlchemyError: The database could not be written; the calls stay
                 journaled.
         """
-        with self._lock:
-            self._rotate()
+        self._rotate()
         self._flush(force=True, raise_errors=True)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -349,13 +352,10 @@ class CallTrail:
             self._thread.join()
             self._thread = None
         with self._lock:
-            self._rotate()
-            descriptor, self._descriptor = self._descriptor, None
-            if descriptor is not None:
-                os.close(descriptor)
-            if self._segment is not None:
-                self._segment.unlink(missing_ok=True)  # the empty current segment
-                self._segment = None
+            descriptor, segment, written = self._descriptor, self._segment, self._written
+            self._descriptor = self._segment = None
+        if descriptor is not None and segment is not None:
+            self._close_segment(descriptor, segment, written)
         deadline = time.monotonic() + timeout
         while self._closed_segments:
             self._flush(force=True)
@@ -379,24 +379,36 @@ class CallTrail:
             self._dir_lock = None
 
     def _open_segment(self) -> None:
-        """Open the next segment of this trail's directory (under ``_lock``)."""
+        """Continue in the next segment of this trail's directory (under ``_lock``)."""
         assert self._directory is not None
-        self._sequence += 1
-        self._segment = self._directory / f"{self._sequence:012d}{SEGMENT_SUFFIX}"
-        self._descriptor = os.open(
-            self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
-        self._written = 0
+        segment = self._directory / f"{self._sequence + 1:012d}{SEGMENT_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._descriptor = os.open(segment, flags, 0o600)
+        self._segment, self._sequence, self._written = segment, self._sequence + 1, 0
 
     def _rotate(self) -> None:
-        """Close the current segment if it holds calls and open the next (under ``_lock``)."""
-        if self._descriptor is None or self._written == 0 or self._segment is None:
-            return
-        if self.fsync == "interval":
-            os.fdatasync(self._descriptor)
-        os.close(self._descriptor)
-        self._closed_segments.append(self._segment)
-        self._open_segment()
+        """Close the current segment if it holds calls; calls continue in the next one.
+
+        ``record`` waits only for the swap of descriptors: the closed segment is synced after.
+        """
+        with self._lock:
+            if self._descriptor is None or self._written == 0 or self._segment is None:
+                return
+            descriptor, segment, written = self._descriptor, self._segment, self._written
+            self._open_segment()
+        self._close_segment(descriptor, segment, written)
+
+    def _close_segment(self, descriptor: int, segment: Path, written: int) -> None:
+        """Sync and close a segment no call writes to any more; queue it, or drop it if empty."""
+        try:
+            if written and self.fsync == "interval":
+                os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+            if written:
+                self._closed_segments.append(segment)
+            else:
+                segment.unlink(missing_ok=True)
 
     def _adopt_dead_writers(self) -> int:
         """Move the segments of trails whose process died into this trail's directory.
@@ -414,7 +426,7 @@ class CallTrail:
                 continue  # a live trail's directory
             try:
                 for segment in _segments(other):
-                    target = self._directory / f"0-{other.name}-{segment.name}"
+                    target = self._directory / f"{ADOPTED_PREFIX}{other.name}-{segment.name}"
                     segment.rename(target)
                     self._closed_segments.append(target)
                     adopted += 1
@@ -433,8 +445,7 @@ class CallTrail:
             if self._stopping.is_set():
                 break
             try:
-                with self._lock:
-                    self._rotate()
+                self._rotate()
             except OSError as error:  # a full disk: the next call's record() raises it
                 LOGGER.error("call trail: cannot rotate the journal: %s", error)
             self._flush(force=False)
@@ -488,7 +499,10 @@ class CallTrail:
                 # every later call: insert one by one and keep the refused ones aside.
                 self._insert_one_by_one(engine, lines.rows)
         segment.unlink()
-        self.flushed += len(lines.rows)
+        if segment.name.startswith(ADOPTED_PREFIX):
+            self.replayed += len(lines.rows)
+        else:
+            self.flushed += len(lines.rows)
 
     def _insert_one_by_one(self, engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
         assert self._directory is not None
