@@ -252,7 +252,7 @@ def build_training_set(
     phases.done(f"data gate {'passed' if report.success else 'FAILED'}", len(joined))
     timestamp = resolved.timestamp_column
     sort_keys = [c for c in [timestamp, *resolved.entity_columns] if c in joined.columns]
-    snapshot = snapshot_id(joined.sort_values(sort_keys) if sort_keys else joined)
+    snapshot = snapshot_id(joined, sort_by=sort_keys)
     root = training_set_root(settings, spec.name)
     directory = f"{root}/{snapshot}"
     gate_record = report.to_metadata()
@@ -262,7 +262,9 @@ def build_training_set(
         return _failed_manifest(spec, snapshot, directory, len(joined), gate_record), report
     # PII the gate needed is not kept in the training set unless the model uses it.
     used = {*resolved.model_inputs, *spec.evaluation.slices}
-    joined = joined.drop(columns=[c for c in spec.gates.data.pii_columns if c not in used])
+    unused_pii = [c for c in spec.gates.data.pii_columns if c not in used]
+    if unused_pii:
+        joined = joined.drop(columns=unused_pii)
     splits = time_split(joined, timestamp, spec.split.validation_fraction, spec.split.test_fraction)
     for name, part in splits.items():
         storage.write_parquet(part, f"{directory}/{name}.parquet")
