@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import dagster as dg
 
 from ml_platform.spec.catalog import Catalog
 
 
+@cache
 def gated_automation() -> dg.AutomationCondition:
-    """Rebuild when upstream data changes, but never past a failed blocking check upstream."""
+    """Rebuild when upstream data changes, but never past a failed blocking check upstream.
+
+    One condition (an immutable value) shared by every automated asset.
+    """
     return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 

@@ -112,6 +112,10 @@ def _model_asset(
 
     def decorate(body: Callable[..., dg.MaterializeResult]) -> dg.AssetsDefinition:
         summary = " ".join((body.__doc__ or "").split())
+        # The description is passed explicitly. Left in place, the one-line docstring would be
+        # parsed again for argument and return descriptions (it has none): an eighth of the
+        # time a model's asset took to build.
+        body.__doc__ = None
         about = f"Model '{model.name}': {model.description.strip()}" if model.description else ""
         return dg.asset(
             key=key,

@@ -263,18 +263,37 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Compu
     """
     if path is None:
         path = os.environ.get(PROFILES_ENV) or None
-    profiles = dict(COMPUTE_PROFILES)
     if path is None:
-        return profiles
-    import yaml
-
+        return dict(COMPUTE_PROFILES)
     where = f"compute profiles {os.fspath(path)!r}"
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError as error:
         raise ComputeProfileError(
             where, [f"cannot read the file ({error.strerror}); fix {PROFILES_ENV} or create it"]
         ) from error
+    # Every spec's compute profile is checked against this file while a code location loads:
+    # the file is parsed once per distinct content (a changed file is parsed again).
+    key = (os.fspath(path), text)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse_profiles(where, text)
+        _PARSED.clear()
+        _PARSED[key] = parsed
+    return dict(parsed)
+
+
+_PARSED: dict[tuple[str, str], dict[str, ComputeProfile]] = {}
+"""The last profiles file parsed, by path and content (``ComputeProfile`` is immutable)."""
+
+
+def _parse_profiles(where: str, text: str) -> dict[str, ComputeProfile]:
+    """The built-in profiles with those of a profiles file's ``text`` added or overriding them."""
+    import yaml
+
+    profiles = dict(COMPUTE_PROFILES)
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ComputeProfileError(where, [f"not valid YAML: {error}"]) from error
     if not isinstance(document, dict) or set(document) != {"profiles"}:
