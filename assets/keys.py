@@ -15,12 +15,23 @@ SOURCES_GROUP = "sources"
 FEATURES_GROUP = "features"
 INVALID_SPECS_GROUP = "invalid_specs"
 
-MODEL_ASSETS = ("training_set", "model", "evaluation", "champion", "predictions", "drift_report")
+MODEL_ASSETS = (
+    "training_set",
+    "model",
+    "evaluation",
+    "champion",
+    "predictions",
+    "drift_report",
+    "deployment",
+)
 """The assets of every model, upstream first; the asset group is the model's name."""
 TRAINING_ASSETS = ("training_set", "model", "evaluation", "champion")
 """The model assets a training run builds (scoring builds ``predictions``)."""
 MONITORING_ASSETS = ("predictions", "drift_report")
 """The model assets a monitoring run builds: score the newest data, then report its drift."""
+DEPLOYMENT_ASSET = "deployment"
+"""The model asset recording what the prediction service serves (champion, canary, share);
+built by the canary job and sensor only, never by training or automation."""
 
 MODEL_TAG = "ml_platform/model"
 """Run and schedule tag naming the model a run works on (read by the failure alerts)."""
@@ -177,3 +188,31 @@ drift_sensor_name = _model_name(
     "drift_sensor",
     "The sensor that runs the training job when drift crosses ``monitoring.retrain_on``.",
 )
+
+
+CANARY_DECISION_TAG = "ml_platform/canary_decision"
+"""Run tag of a canary sensor's run: ``<version>:<start>:<action>``, one run per decision."""
+
+
+def start_canary_job_name(model: str) -> str:
+    """The job that starts a canary of the newest gated version (``M/deployment``).
+
+    Args:
+        model: the model's name.
+
+    Returns:
+        ``start_canary_<model>``.
+    """
+    return f"start_canary_{model}"
+
+
+def canary_sensor_name(model: str) -> str:
+    """The sensor that promotes or rolls back a running canary from its live figures.
+
+    Args:
+        model: the model's name.
+
+    Returns:
+        ``canary_<model>``.
+    """
+    return f"canary_{model}"

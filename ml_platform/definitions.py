@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.deployment import build_deployment_assets, build_start_canary_jobs
 from assets.feature_views import build_feature_views, build_freshness_checks
 from assets.invalid_specs import build_invalid_spec_assets
 from assets.jobs import build_jobs
@@ -25,6 +26,7 @@ from ml_platform.spec.loading import load_project
 from resources import resources_for_deployment
 from sensors.alerts import failure_alerts
 from sensors.automation import build_automation_sensors
+from sensors.canary import build_canary_sensors
 from sensors.champion import build_champion_sensor
 from sensors.drift import build_drift_sensors
 from sensors.new_data import build_new_data_sensors
@@ -81,10 +83,15 @@ def build_definitions(
             *build_sources(catalog),
             *build_feature_views(catalog),
             *build_model_assets(catalog),
+            *build_deployment_assets(catalog),
             *build_invalid_spec_assets(catalog),
         ],
         asset_checks=build_freshness_checks(catalog),
-        jobs=[*build_jobs(catalog), *build_override_jobs(catalog)],
+        jobs=[
+            *build_jobs(catalog),
+            *build_override_jobs(catalog),
+            *build_start_canary_jobs(catalog),
+        ],
         schedules=build_schedules(catalog),
         sensors=[
             *build_new_data_sensors(catalog),
@@ -92,6 +99,7 @@ def build_definitions(
             failure_alerts,
             build_champion_sensor(catalog),
             *build_automation_sensors(catalog),
+            *build_canary_sensors(catalog),
         ],
         resources=resources_for_deployment(),
         executor=executor(),

@@ -13,15 +13,22 @@ with the alias's actual version (what serves today), so a better candidate repla
 audited promotion, which makes the alias explained again; a candidate that is not better leaves
 the unexplained champion in place, and scoring keeps refusing it until an override or a
 promotion.
+
+``move_champion`` is that one path; the gates use it (``promote``) and so does a canary judged
+on live traffic (``lifecycle.deploy.promote_canary``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.evaluation.promotion import PromotionDecision, decide_promotion
 from ml_platform.evaluation.report import EvaluationReport
 from ml_platform.lifecycle.champion_audit import (
+    ChampionCheck,
     alert_recorded,
     champion_lock,
     check_champion,
@@ -83,38 +90,93 @@ def promote(
         RegistryUnavailableError: MLflow could not say where the alias is (nothing moves).
     """
     report = _this_runs_evaluation(spec, step)
-    decision = decide_promotion(report, spec)
+    decision, check = move_champion(
+        spec,
+        step,
+        report.version,
+        decide_promotion(report, spec),
+        expected_champion=report.champion_version,
+        moved_since="evaluation; re-run evaluation",
+        data_snapshot_id=report.snapshot_id,
+        details={"evaluated_against": report.champion_version},
+    )
+    return decision, report.version if decision.promote else check.alias_version
+
+
+def move_champion(
+    spec: ModelSpec,
+    step: StepContext,
+    version: str,
+    decision: PromotionDecision,
+    *,
+    expected_champion: str | None,
+    moved_since: str,
+    data_snapshot_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    on_move: Callable[[], None] | None = None,
+) -> tuple[PromotionDecision, ChampionCheck]:
+    """The one promotion path: compare-and-set the ``champion`` alias, audited with its reasons.
+
+    Under the champion lock the alias is read and compared with the audit log (an alias moved
+    outside the platform is recorded, then alerted after the lock); a promotion is refused when
+    the alias no longer points at ``expected_champion``. The ``promoted`` or ``not_promoted``
+    entry is written on the locked connection, then the alias moves (and ``on_move`` runs),
+    then both commit: an alias that failed to move leaves no ``promoted`` entry. Afterwards the
+    version is tagged with the outcome and the reasons are logged.
+
+    Args:
+        spec: The model spec.
+        step: The engines and run of this step (`StepContext`).
+        version: The version to make champion when the decision says so.
+        decision: Whether to promote it, and why (gates, or canary figures).
+        expected_champion: The champion the decision was made against.
+        moved_since: What the refusal says the champion moved since, with the fix
+            (``evaluation; re-run evaluation``).
+        data_snapshot_id: The data the decision was made on, if any.
+        details: Facts added to the audit entry's details (what the decision compared).
+        on_move: Runs inside the lock right after the alias moved (clearing the canary); if it
+            raises, the audit entry rolls back.
+
+    Returns:
+        The decision as carried out (refused when the champion moved), and the alias check
+        made under the lock (``alias_version``: the champion before the move).
+
+    Raises:
+        RegistryUnavailableError: MLflow could not say where the alias is (nothing moves).
+    """
     with step.audit.exclusive(champion_lock(spec.name)) as section:
         check = check_champion(step.registry, section, spec.name)
         unexplained = record_unexplained(
             section, check, dagster_run_id=step.dagster_run_id, detected_by="promotion"
         )
         champion = check.alias_version
-        if decision.promote and champion != report.champion_version:
+        if decision.promote and champion != expected_champion:
             decision = PromotionDecision(
                 False,
                 [
-                    f"champion moved from {_shown(report.champion_version)} to "
-                    f"{_shown(champion)} since evaluation; re-run evaluation"
+                    f"champion moved from {_shown(expected_champion)} to "
+                    f"{_shown(champion)} since {moved_since}"
                 ],
             )
         action = "promoted" if decision.promote else "not_promoted"
         section.record(
             spec.name,
             action,
-            model_version=report.version,
-            data_snapshot_id=report.snapshot_id,
+            model_version=version,
+            data_snapshot_id=data_snapshot_id,
             dagster_run_id=step.dagster_run_id,
             details={
                 "reasons": decision.reasons,
                 "previous_champion": champion,
-                "evaluated_against": report.champion_version,
+                **(details or {}),
                 "previous_champion_unexplained": check.unexplained,
             },
         )
         if decision.promote:
             # Inside the section: if the alias does not move, the audit entry rolls back.
-            step.registry.set_champion(spec.name, report.version)
+            step.registry.set_champion(spec.name, version)
+            if on_move is not None:
+                on_move()
     if check.unexplained:
         step.log(check.describe())
     alert_recorded(
@@ -127,12 +189,12 @@ def promote(
     )
     step.registry.tag_version(
         spec.name,
-        report.version,
+        version,
         {TAG_PROMOTION: action, TAG_PROMOTION_REASON: "; ".join(decision.reasons)},
     )
     for reason in decision.reasons:
         step.log(reason)
-    return decision, report.version if decision.promote else champion
+    return decision, check
 
 
 def override_promotion(

@@ -319,10 +319,22 @@ class ModelRegistry:
         Returns:
             The version, or None when no version carries them.
         """
+        return min(self.tagged_versions(model_name, tags), key=int, default=None)
+
+    def tagged_versions(self, model_name: str, tags: dict[str, str]) -> list[str]:
+        """The versions of a model carrying all of ``tags``.
+
+        Args:
+            model_name: The registered model.
+            tags: Tag name to exact value; names and values must not contain quotes.
+
+        Returns:
+            Version numbers in ascending order; empty when no version carries them.
+        """
         conditions = [f"name='{model_name}'"]
         conditions += [f"tags.`{name}`='{value}'" for name, value in sorted(tags.items())]
         versions = self.client.search_model_versions(" and ".join(conditions))
-        return min((str(v.version) for v in versions), key=int, default=None)
+        return sorted((str(v.version) for v in versions), key=int)
 
     def describe(self, model_name: str, version: str, description: str) -> None:
         """Show a model's description on its registered model and on one of its versions.

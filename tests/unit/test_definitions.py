@@ -43,7 +43,7 @@ def test_loading_the_code_location_imports_no_heavy_module() -> None:
 def test_graph_follows_the_asset_key_contract(platform_home: Path) -> None:
     defs = build_definitions(PROJECT_ROOT, spec_path="")
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    for asset in ("training_set", "model", "evaluation", "champion", "predictions"):
+    for asset in ("training_set", "model", "evaluation", "champion", "predictions", "deployment"):
         assert f"fraud_detection/{asset}" in keys
     for view in ("customer_profile", "customer_activity", "merchant_profile", "merchant_activity"):
         assert f"features/{view}" in keys
@@ -63,6 +63,17 @@ def test_graph_follows_the_asset_key_contract(platform_home: Path) -> None:
     assert defs.resolve_job_def("fraud_detection_scoring") is not None
     schedule = defs.resolve_schedule_def("fraud_detection_retraining_schedule")
     assert schedule.cron_schedule == "0 3 * * 1"
+    # The deployment is built by its own job and sensor only: not by training, not by automation.
+    deployment = dg.AssetKey(["fraud_detection", "deployment"])
+    assert {k.to_user_string() for k in graph.get(deployment).parent_keys} == {
+        "fraud_detection/champion"
+    }
+    assert graph.get(deployment).automation_condition is None
+    training = defs.resolve_job_def("fraud_detection_training")
+    assert deployment not in training.asset_layer.asset_graph.executable_asset_keys
+    canary_job = defs.resolve_job_def("start_canary_fraud_detection")
+    assert canary_job.asset_layer.asset_graph.executable_asset_keys == {deployment}
+    assert defs.resolve_sensor_def("canary_fraud_detection").minimum_interval_seconds == 30
 
 
 def test_assets_show_owners_descriptions_columns_and_view_freshness(platform_home: Path) -> None:
