@@ -248,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     from ml_platform.cli.calls import add_calls_command
 
     add_calls_command(commands)
+    from ml_platform.cli.serve import add_serve_command
+
+    add_serve_command(commands)
     return root
 
 
@@ -274,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             from ml_platform.cli.demo import demo, demo_drift
 
             return (demo_drift if args.drift else demo)(args.model, args.rows, args.workspace)
+        if args.command == "serve":
+            from ml_platform.cli.serve import serve
+
+            return serve(
+                args.model, args.host, args.port, args.refresh_seconds, args.allow_anonymous
+            )
         if args.command == "calls":
             from ml_platform.cli.calls import run_calls
 
