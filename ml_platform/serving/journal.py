@@ -182,6 +182,15 @@ def _unreachable(error: exc.SQLAlchemyError) -> bool:
     ) or not isinstance(error, exc.DBAPIError)
 
 
+def _sync_directory(directory: Path) -> None:
+    """Make the names in ``directory`` durable (a new file, not only its data)."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _segments(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"*{SEGMENT_SUFFIX}"))
 
@@ -289,6 +298,7 @@ class CallTrail:
         directory.mkdir()
         self._dir_lock = _lock(directory / LOCK_FILE, wait=True)
         self._directory = directory
+        _sync_directory(self.journal_dir)
         adopted = self._adopt_dead_writers()
         self._stopping.clear()
         with self._lock:
@@ -385,6 +395,8 @@ class CallTrail:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self._descriptor = os.open(segment, flags, 0o600)
         self._segment, self._sequence, self._written = segment, self._sequence + 1, 0
+        if self.fsync == "always":  # the segment's name, before a call in it is acknowledged
+            _sync_directory(self._directory)
 
     def _rotate(self) -> None:
         """Close the current segment if it holds calls; calls continue in the next one.
@@ -403,6 +415,7 @@ class CallTrail:
         try:
             if written and self.fsync == "interval":
                 os.fdatasync(descriptor)
+                _sync_directory(segment.parent)
         finally:
             os.close(descriptor)
             if written:
