@@ -537,6 +537,45 @@ class ModelRegistry:
                 "tracking server is up and the credentials are valid, then retry"
             ) from error
 
+    def champion_versions(self) -> dict[str, str]:
+        """Every registered model's ``champion`` alias, read in one search (not one per model).
+
+        A local SQLite backend that does not exist yet holds no model: nothing is imported or
+        created then (the champion sensor ticks every few minutes from the first start).
+
+        Returns:
+            The version the alias points at, by registered model; models without it left out.
+
+        Raises:
+            RegistryUnavailableError: MLflow could not answer (server down, auth, internal
+                error): an unknown champion is never read as "no champion".
+        """
+        prefix = "sqlite:///"
+        uri = self.model_registry_uri
+        if uri.startswith(prefix) and not Path(uri.removeprefix(prefix)).exists():
+            return {}
+        from mlflow.exceptions import MlflowException
+
+        found: dict[str, str] = {}
+        token = None
+        try:
+            while True:
+                page = self.client.search_registered_models(max_results=1000, page_token=token)
+                for model in page:
+                    version = (model.aliases or {}).get(CHAMPION_ALIAS)
+                    if version is not None:
+                        found[model.name] = str(version)
+                token = page.token
+                if not token:
+                    return found
+        except MlflowException as error:
+            shown = redact_url(uri)
+            raise RegistryUnavailableError(
+                f"cannot list the '{CHAMPION_ALIAS}' aliases of the registered models from MLflow "
+                f"at {shown} ({error.error_code}: {error.message.replace(uri, shown)}); check that "
+                "the tracking server is up and the credentials are valid, then retry"
+            ) from error
+
     def set_champion(self, model_name: str, version: str) -> None:
         """Point the ``champion`` alias at ``version``.
 

@@ -32,7 +32,9 @@ from ml_platform.compute.kubernetes import MAX_RUNTIME_TAG
 from ml_platform.compute.profiles import PROFILES_ENV, load_profiles
 from ml_platform.definitions import build_definitions
 from ml_platform.evaluation.gates import EVALUATION_GATES
+from resources import AuditLogResource, ModelRegistryResource, StorageResource
 from sensors.automation import AUTOMATION_SENSOR
+from sensors.champion import CHAMPION_SENSOR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODELS = 100
@@ -160,3 +162,20 @@ def test_a_changed_spec_or_profile_file_is_read_again(
     monkeypatch.setenv("ML_PLATFORM_STRICT", "1")
     with pytest.raises(dg.DagsterInvalidDefinitionError, match="team-gpu"):
         build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
+
+
+def test_the_champion_sensor_of_a_fresh_home_asks_no_mlflow(
+    platform_home: Path, many_models: tuple[Path, list[dict]]
+) -> None:
+    spec_dir, _ = many_models
+    defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
+    context = dg.build_sensor_context(
+        resources={
+            "registry": ModelRegistryResource(),
+            "audit": AuditLogResource(),
+            "storage": StorageResource(),
+        }
+    )
+    result = defs.resolve_sensor_def(CHAMPION_SENSOR).evaluate_tick(context)
+    assert result.skip_message == f"every champion alias is explained ({MODELS} models checked)"
+    assert not (platform_home / "mlflow.db").exists()  # no MLflow store was created to say so
