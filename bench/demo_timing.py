@@ -172,7 +172,10 @@ def main() -> None:
         values = [results[n].steps.get(step, 0.0) for n in sizes]
         peaks = [results[n].step_peak.get(step, 0) / GIB for n in sizes]
         ratio = f"{values[-1] / values[0]:>7.1f}x" if len(sizes) > 1 and values[0] else ""
-        cells = "".join(f"{v:>8.1f}s {p:>4.1f}G" for v, p in zip(values, peaks, strict=True))
+        cells = "".join(
+            f"{v:>8.1f}s " + (f"{p:>4.1f}G" if p else "   - ")  # "-": shorter than a sample
+            for v, p in zip(values, peaks, strict=True)
+        )
         print(f"{step:<40}" + cells + ratio)
     totals = [results[n].seconds for n in sizes]
     peaks = [results[n].peak / GIB for n in sizes]

@@ -88,20 +88,23 @@ def _passive_thread_waits() -> None:
 
 
 def peak_memory_line() -> str:
-    """This process's peak resident memory and its largest finished child's (the code server).
+    """The peak resident memory of this process, which runs every step, and of its children.
 
-    The demo executes every step in this process, so its peak is the demo's peak; children are
-    counted once they have exited (``ru_maxrss`` of the largest one, in KiB on Linux).
+    Children (the code server) count once they have exited. A child forked from this process
+    counts the pages it shares with it until it execs, so the children's figure is an upper bound.
 
     Returns:
-        A line such as ``peak memory: 5.21 GiB (demo process), 0.31 GiB (largest child)``.
+        A line such as ``peak memory: 5.21 GiB (demo process, every step), children at most ...``.
     """
     import resource
 
-    gib = 2**20  # ru_maxrss is in KiB
+    gib = 2**20  # ru_maxrss is in KiB on Linux
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / gib
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / gib
-    return f"peak memory: {own:.2f} GiB (demo process), {children:.2f} GiB (largest child)"
+    return (
+        f"peak memory: {own:.2f} GiB (demo process, every step), "
+        f"children at most {children:.2f} GiB each"
+    )
 
 
 def demo_drift(models: list[str] | None, rows: int | None, workspace: Path | None = None) -> int:

@@ -24,6 +24,7 @@ def test_demo_promotes_a_champion_and_prints_metrics_and_gates(
     assert "data_quality (training set)  passed" in output
     assert "no_regression_vs_champion    passed" in output
     assert "fraud_detection__model" in output  # the per-asset timings
+    assert "peak memory: " in output
 
 
 @pytest.mark.slow
