@@ -73,7 +73,11 @@ def add_calls_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--version", metavar="V", help="the model version that answered. Example: --version 3"
     )
-    parser.add_argument("--request-id", metavar="ID", help="one call, by the id it answered")
+    parser.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="one call, by the request id its answer carried. Example: --request-id 5f0c2a...",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -84,7 +88,8 @@ def add_calls_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per call with every field, feature values included",
+        help="one JSON object per call with every field, feature values included. Example: "
+        "ml-platform calls fraud_detection --since 1h --json",
     )
 
 
