@@ -267,13 +267,16 @@ def build_drift_sensor(catalog: Catalog, model: str) -> dg.SensorDefinition:
             report = current_drift_report(storage.settings(), model)
         except FileNotFoundError:
             report = None
+        alerts = drift_alerts(audit.audit_log(), model, after=cursor.alert_id)
+        # The run query matters only for a new event: most ticks have none, and skip it.
+        new = alerts or (report is not None and report.report_id != cursor.report_id)
         decision = decide(
             cursor,
             report,
-            drift_alerts(audit.audit_log(), model, after=cursor.alert_id),
+            alerts,
             now=datetime.now(UTC),
             cooldown=cooldown,
-            in_flight_run=in_flight_training_run(context.instance, model),
+            in_flight_run=in_flight_training_run(context.instance, model) if new else None,
             retrain_on_set=retrain_on is not None,
         )
         if decision.cursor != cursor:
