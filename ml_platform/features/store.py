@@ -12,11 +12,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.spec.features import FeatureRepoSpec
+from ml_platform.spec.features import FeatureRepoSpec, SourceSpec
 from ml_platform.spec.values import parse_duration
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+# Feast's names of its Spark offline store, whose sources must be SparkSources.
+SPARK_OFFLINE_STORES = (
+    "spark",
+    "feast.infra.offline_stores.contrib.spark_offline_store.spark.SparkOfflineStore",
+)
 
 
 @contextmanager
@@ -26,9 +32,10 @@ def quiet_feast() -> Iterator[None]:
     Feast's modules call ``warnings.simplefilter("once", DeprecationWarning)`` when imported, a
     process-wide change that would show every library's deprecation notices (Dagster's own use of
     its deprecated APIs among them) in the output of the CLI and of the runs. Feast is imported in
-    here, so that change is undone when the block ends. Inside, one warning is filtered by module,
+    here, so that change is undone when the block ends. Inside, warnings are filtered by module,
     category and message: Feast's DuckDB offline store reads results through ibis, which calls
-    DuckDB's deprecated ``fetch_arrow_table``.
+    DuckDB's deprecated ``fetch_arrow_table``; Feast's Spark store and source warn that they are
+    experimental on every use.
 
     Yields:
         Nothing; run the Feast calls in the block.
@@ -41,6 +48,14 @@ def quiet_feast() -> Iterator[None]:
             message=r"fetch_arrow_table\(\) is deprecated",
             category=DeprecationWarning,
             module=r"ibis\.backends\.duckdb",
+        )
+        # Feast's Spark store and source say "experimental" on every call (docs/scale.md says it
+        # once, where the store is chosen).
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The spark (offline store|data source API) is an experimental feature",
+            category=RuntimeWarning,
+            module=r"feast\.infra\.offline_stores\.contrib\.spark_offline_store",
         )
         yield
 
@@ -91,7 +106,10 @@ def source_path(settings: PlatformSettings, path: str) -> str:
 
 
 def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> list[Any]:
-    """Compile a feature-repo spec into Feast Entities, FileSources, FeatureViews, services.
+    """Compile a feature-repo spec into Feast Entities, sources, FeatureViews, services.
+
+    Sources are FileSources, or SparkSources (parquet) when the offline store is Spark: each
+    Feast offline store joins only its own kind of source (see docs/scale.md).
 
     Args:
         spec: the feature repo.
@@ -102,7 +120,7 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
         ``FeatureStore.apply`` takes).
     """
     with quiet_feast():
-        from feast import FeatureService, FeatureView, Field, FileSource
+        from feast import FeatureService, FeatureView, Field
         from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
     feast_types = {
@@ -114,15 +132,7 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
         "bool": Bool,
         "timestamp": UnixTimestamp,
     }
-    sources = {
-        s.name: FileSource(
-            name=s.name,
-            path=source_path(settings, s.path),
-            timestamp_field=s.timestamp_field,
-            description=s.description,
-        )
-        for s in spec.sources
-    }
+    sources = {s.name: _source(s, settings) for s in spec.sources}
     source_specs = {s.name: s for s in spec.sources}
     entity_keys = {e.name: e.join_keys for e in spec.entities}
     entities = _entities(spec)
@@ -150,6 +160,32 @@ def build_feast_objects(spec: FeatureRepoSpec, settings: PlatformSettings) -> li
         for service in spec.feature_services
     ]
     return [*entities.values(), *sources.values(), *views.values(), *services]
+
+
+def _source(source: SourceSpec, settings: PlatformSettings) -> Any:
+    """The Feast source of a parquet source spec, of the kind the offline store reads."""
+    path = source_path(settings, source.path)
+    with quiet_feast():
+        if settings.feast_offline_store.get("type") in SPARK_OFFLINE_STORES:
+            from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+                SparkSource,
+            )
+
+            return SparkSource(
+                name=source.name,
+                path=path,
+                file_format="parquet",
+                timestamp_field=source.timestamp_field,
+                description=source.description,
+            )
+        from feast import FileSource
+
+        return FileSource(
+            name=source.name,
+            path=path,
+            timestamp_field=source.timestamp_field,
+            description=source.description,
+        )
 
 
 def _entities(spec: FeatureRepoSpec) -> dict[str, Any]:
