@@ -35,6 +35,7 @@ def historical_features(
         The rows with one column per feature (named after the feature).
     """
     import pandas as pd
+    from pandas.api.types import is_datetime64_dtype
 
     frame = entity_rows.reset_index(drop=True)
     if not feature_refs:
@@ -44,10 +45,18 @@ def historical_features(
         **{row_id: range(len(frame))}
     )
     entity_df[EVENT_TIMESTAMP] = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True)
+    input_types = entity_df.dtypes.to_dict()  # before Feast, which may convert columns in place
     store = feature_store(settings)
     with quiet_feast():
         job = store.get_historical_features(entity_df=entity_df, features=feature_refs)
         joined = job.to_df()
     joined = joined.sort_values(row_id).reset_index(drop=True).drop(columns=[row_id])
+    # Feast's Spark store returns the rows' timestamps naive, in nanoseconds (Spark's session zone
+    # must be UTC, docs/scale.md); the DuckDB stores return them in UTC, in microseconds (both
+    # engines' resolution). Either way the same rows get the same types, so the same snapshot id.
+    for column, dtype in input_types.items():
+        if isinstance(dtype, pd.DatetimeTZDtype) and is_datetime64_dtype(joined[column].dtype):
+            utc = joined[column].dt.tz_localize("UTC")
+            joined[column] = utc.dt.tz_convert(dtype.tz).dt.as_unit("us")
     # Feast returns feature columns named after the feature (full_feature_names=False).
     return joined.rename(columns={EVENT_TIMESTAMP: timestamp_column})
