@@ -12,6 +12,7 @@ import pytest
 
 from examples.payments.config import CATEGORIES, CHANNELS, REGIONS, TABLE_SCHEMAS, TABLES
 from examples.payments.generator import generate, generate_frames
+from examples.payments.windows import count_covering
 
 N_TRANSACTIONS = 40_000
 SEED = 3
@@ -205,6 +206,25 @@ def test_customer_daily_stats_match_brute_force(frames: dict[str, pd.DataFrame])
             assert largest[row] == amount[window].max()
             assert distinct[row] == len(set(merchant[window]))
             assert night_share[row] == pytest.approx((hour[window] < 6).mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("sorted_queries", [True, False])
+def test_count_covering_matches_brute_force(sorted_queries: bool) -> None:
+    rng = np.random.default_rng(5)
+    group = rng.integers(0, 6, 500)
+    begin = rng.integers(0, 40, 500)
+    end = begin + rng.integers(1, 10, 500)
+    query_group = rng.integers(0, 7, 300)
+    query_at = rng.integers(0, 55, 300)
+    if sorted_queries:  # the already-sorted path and the sort-then-probe path give the same
+        order = np.lexsort((query_at, query_group))
+        query_group, query_at = query_group[order], query_at[order]
+    counts = count_covering(group, begin, end, query_group, query_at, width=60)
+    expected = [
+        int(np.sum((group == g) & (begin <= at) & (at < end)))
+        for g, at in zip(query_group, query_at, strict=True)
+    ]
+    assert counts.tolist() == expected
 
 
 def test_merchant_daily_stats_use_only_known_labels(frames: dict[str, pd.DataFrame]) -> None:
