@@ -221,7 +221,8 @@ class CallTrail:
             batch_size: Rows per INSERT and commit.
             fsync: ``interval``: a segment is synced when closed (survives a killed process);
                 ``always``: every call is synced before ``record`` returns (survives a power
-                loss too, at the cost of one disk sync per call).
+                loss too, at the cost of a disk sync before each answer; calls written while a
+                sync runs share the next one).
 
         Raises:
             ValueError: An argument is out of range.
@@ -238,7 +239,9 @@ class CallTrail:
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.fsync = fsync
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the current segment: writes, swaps
+        self._sync_lock = threading.Lock()  # disk syncs; taken before ``_lock``, never after
+        self._synced = 0  # calls known to be on disk (``fsync="always"``)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -330,10 +333,26 @@ class CallTrail:
             view = memoryview(line)
             while view:
                 view = view[os.write(descriptor, view) :]
-            if self.fsync == "always":
-                os.fdatasync(descriptor)
             self._written += 1
             self.recorded += 1
+            ticket = self.recorded
+        if self.fsync == "always":
+            self._sync_to(ticket)
+
+    def _sync_to(self, ticket: int) -> None:
+        """Return once the first ``ticket`` recorded calls are on disk (``fsync="always"``).
+
+        One disk sync covers every call written before it (group commit): calls that arrive
+        while a sync runs wait for the next one, not for one each.
+        """
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            with self._lock:
+                descriptor, recorded = self._descriptor, self.recorded
+            if descriptor is not None:  # None: closed, and close synced everything
+                os.fdatasync(descriptor)
+                self._synced = recorded
 
     def flush(self) -> None:
         """Write every call journaled so far to the database now (tests, shutdown).
@@ -361,11 +380,14 @@ class CallTrail:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        with self._lock:
-            descriptor, segment, written = self._descriptor, self._segment, self._written
-            self._descriptor = self._segment = None
-        if descriptor is not None and segment is not None:
-            self._close_segment(descriptor, segment, written)
+        with self._sync_lock:
+            with self._lock:
+                descriptor, segment, written = self._descriptor, self._segment, self._written
+                self._descriptor = self._segment = None
+                recorded = self.recorded
+            if descriptor is not None and segment is not None:
+                self._close_segment(descriptor, segment, written)
+            self._synced = recorded
         deadline = time.monotonic() + timeout
         while self._closed_segments:
             self._flush(force=True)
@@ -403,19 +425,23 @@ class CallTrail:
 
         ``record`` waits only for the swap of descriptors: the closed segment is synced after.
         """
-        with self._lock:
-            if self._descriptor is None or self._written == 0 or self._segment is None:
-                return
-            descriptor, segment, written = self._descriptor, self._segment, self._written
-            self._open_segment()
-        self._close_segment(descriptor, segment, written)
+        with self._sync_lock:  # a call waiting for its sync may be in the segment closed here
+            with self._lock:
+                if self._descriptor is None or self._written == 0 or self._segment is None:
+                    return
+                descriptor, segment, written = self._descriptor, self._segment, self._written
+                recorded = self.recorded
+                self._open_segment()
+            self._close_segment(descriptor, segment, written)
+            self._synced = recorded
 
     def _close_segment(self, descriptor: int, segment: Path, written: int) -> None:
         """Sync and close a segment no call writes to any more; queue it, or drop it if empty."""
         try:
-            if written and self.fsync == "interval":
+            if written:
                 os.fdatasync(descriptor)
-                _sync_directory(segment.parent)
+                if self.fsync == "interval":  # "always" synced the name when it was created
+                    _sync_directory(segment.parent)
         finally:
             os.close(descriptor)
             if written:

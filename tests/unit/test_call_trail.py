@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import sqlalchemy as sa
@@ -240,12 +241,14 @@ def test_the_flusher_retries_until_the_database_is_back(database: Database, tmp_
         trail.close()
 
 
+@pytest.mark.parametrize("fsync", ["interval", "always"])
 def test_threads_record_concurrently_without_losing_or_tearing_a_call(
-    database: Database, tmp_path: Path
+    database: Database, tmp_path: Path, fsync: Literal["interval", "always"]
 ) -> None:
     threads, per_thread = 8, 150
     calls = [[a_call(t * 1000 + i) for i in range(per_thread)] for t in range(threads)]
-    with CallTrail(database.url, tmp_path / "journal", flush_interval=0.01, batch_size=37) as trail:
+    journal = tmp_path / "journal"
+    with CallTrail(database.url, journal, flush_interval=0.01, batch_size=37, fsync=fsync) as trail:
         start = threading.Barrier(threads)
 
         def write(mine: list[CallRecord]) -> None:
