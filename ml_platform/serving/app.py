@@ -454,7 +454,7 @@ def _model_in_path(path: str) -> str:
 
 
 class AccessMiddleware:
-    """Starts every ``/v1/`` call: its id, arrival time, caller; refuses it without a valid key.
+    """Starts every ``/v1/models/`` call (id, arrival, caller); refuses it without a valid key.
 
     Pure ASGI (no per-call task or body copy). The caller's name goes to the request's state
     (``request.state.call``); a refused call is recorded (caller ``unauthenticated``) and
@@ -472,7 +472,7 @@ class AccessMiddleware:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -688,5 +688,6 @@ def create_app(service: PredictionService) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.state.service = service
     app.add_middleware(AccessMiddleware, service=service)  # type: ignore[arg-type]
     return app
