@@ -607,7 +607,12 @@ def measure_canary(
     elif not ok.empty:
         ids = pd.Series([found or {} for found in ok["identifiers"]], index=ok.index)
         names = {name for found in ids for name in found}
-        labels, keys, why = _label_rows(spec, catalog, step, names, until)
+        try:
+            labels, keys, why = _label_rows(spec, catalog, step, names, until)
+        except (OSError, KeyError, ValueError) as error:
+            # Unreadable labels cost the performance figure, never the other bounds.
+            why = f"label source unreadable ({type(error).__name__}: {error})"
+            labels, keys = None, []
         if labels is None:
             notes.append(f"{spec.primary_metric} not measured: {why}")
         else:

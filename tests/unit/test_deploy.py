@@ -17,8 +17,11 @@ from ml_platform.lifecycle.deploy import (
     CHAMPION,
     CanaryError,
     CanaryFigures,
+    CanaryRun,
     RoleFigures,
+    call_counts,
     decide_canary,
+    measure_canary,
     prediction_shift,
     rollback_canary,
     running_canary,
@@ -27,6 +30,8 @@ from ml_platform.lifecycle.deploy import (
 from ml_platform.lifecycle.records import TAG_EVALUATION, StepContext
 from ml_platform.registry.client import ModelRegistry, ServingState
 from ml_platform.registry.tags import CANARY_ALIAS, TAG_CANARY_SHARE, TAG_CANARY_SINCE
+from ml_platform.serving.calls import CallRecord, entity_key
+from ml_platform.serving.journal import CallTrail
 from ml_platform.spec.model import ModelSpec
 from tests.unit.spec_examples import MINIMAL_MODEL
 
@@ -281,3 +286,43 @@ def test_start_and_roll_back_a_canary_of_a_gated_version_audited(
     assert event.model_version == "2"
     assert event.details["reasons"] == ["error rate 5.00% > bound 1.00%"]
     assert event.details["since"] == START.isoformat()
+
+
+def test_measure_counts_each_role_of_the_canary_since_its_start(platform_home: Path) -> None:
+    audit = AuditLog(f"sqlite:///{platform_home / 'audit.db'}")
+    settings = PlatformSettings.from_env()
+    step = StepContext(settings, ModelRegistry("sqlite:///unused.db", str(platform_home)), audit)
+    run = CanaryRun(version="3", champion="2", share=0.2, since=START.isoformat())
+
+    def call(minute: int, version: str, role: str, status: int, latency: float) -> CallRecord:
+        return CallRecord(
+            request_id=f"{version}-{role}-{minute}-{status}-{latency}",
+            called_at=START + timedelta(minutes=minute),
+            model="churn",
+            model_version=version,
+            role=role,
+            caller="checkout",
+            entity_key=entity_key({"customer_id": minute}),
+            status_code=status,
+            latency_ms=latency,
+            prediction=None if status >= 500 else minute / 100,
+        )
+
+    calls = [call(m, "3", CANARY, 500 if m < 2 else 200, 10.0) for m in range(10)]
+    calls += [call(m, "2", CHAMPION, 200, 5.0) for m in range(30)]
+    calls += [call(-5, "3", CANARY, 500, 10.0)]  # before the canary started
+    calls += [call(4, "1", CHAMPION, 500, 10.0)]  # another version: not the compared champion
+    with CallTrail(audit.url, platform_home / "journal") as trail:
+        for recorded in calls:
+            trail.record(recorded)
+
+    assert call_counts(audit.url, "churn", run, START + timedelta(hours=1)) == {
+        CANARY: (10, 2),
+        CHAMPION: (30, 0),
+    }
+    measured = measure_canary(policy_spec(), step, run, now=START + timedelta(hours=1))
+    assert (measured.canary.calls, measured.canary.errors) == (10, 2)
+    assert measured.canary.error_rate == pytest.approx(0.2)
+    assert measured.latency_ratio == pytest.approx(2.0)
+    assert measured.prediction_shift is not None and measured.prediction_shift > 0
+    assert measured.notes == ["roc_auc not measured: no label source given"]
