@@ -8,6 +8,7 @@ through environment variables or resource configuration, without code changes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,10 @@ from typing import Any, Literal
 HOME_ENV = "ML_PLATFORM_HOME"
 DEPLOYMENT_ENV = "ML_PLATFORM_DEPLOYMENT"
 RETRY_DELAY_ENV = "ML_PLATFORM_RETRY_DELAY_SECONDS"
+FEAST_OFFLINE_STORE_ENV = "ML_PLATFORM_FEAST_OFFLINE_STORE"
+# The platform's Feast offline store: Feast's DuckDB store with point-in-time joins as DuckDB ASOF
+# joins (ml_platform/features/offline_store.py). Named, not imported: Feast imports it.
+ASOF_OFFLINE_STORE = "ml_platform.features.offline_store.AsofDuckDBOfflineStore"
 Deployment = Literal["local", "k8s"]
 
 
@@ -61,6 +66,31 @@ def retry_delay_seconds(default: float = 30.0) -> float:
     return seconds
 
 
+def feast_offline_store() -> dict[str, Any]:
+    """The Feast offline store config: ``ML_PLATFORM_FEAST_OFFLINE_STORE`` (JSON) or the default.
+
+    Returns:
+        A config with a ``type`` (Feast's name, or a module path ending in ``OfflineStore``)
+        and the store's options; the platform's ASOF store when the variable is unset or empty.
+
+    Raises:
+        ValueError: The variable is not a JSON object with a string ``type``.
+    """
+    value = os.environ.get(FEAST_OFFLINE_STORE_ENV, "").strip()
+    if not value:
+        return {"type": ASOF_OFFLINE_STORE}
+    try:
+        config = json.loads(value)
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        raise ValueError(
+            f"{FEAST_OFFLINE_STORE_ENV} must be a JSON object with a string 'type', e.g. "
+            f'\'{{"type": "duckdb"}}\', got {value!r}'
+        )
+    return config
+
+
 @dataclass(frozen=True)
 class PlatformSettings:
     """Locations and engines the platform library uses. Build with :meth:`from_env`.
@@ -73,7 +103,12 @@ class PlatformSettings:
         mlflow_artifact_root: default artifact location for new MLflow experiments.
         feast_project: the Feast project all feature repositories are applied to.
         feast_registry: path or URL of the Feast registry.
-        feast_offline_store: Feast offline store config (``type`` plus its options).
+        feast_offline_store: Feast offline store config (``type`` plus its options). Default:
+            the platform's ASOF store (``ASOF_OFFLINE_STORE``, Feast's DuckDB store with ASOF
+            joins); ``ML_PLATFORM_FEAST_OFFLINE_STORE`` replaces it with a JSON object, e.g.
+            ``{"type": "duckdb"}`` for Feast's own DuckDB store or
+            ``{"type": "ml_platform.features.offline_store.AsofDuckDBOfflineStore",
+            "memory_limit": "8GB"}``.
         feast_online_store: Feast online store config (``type`` plus its options).
         audit_url: SQLAlchemy URL of the audit log.
         checkpoint_root: a filesystem directory for training checkpoints. A retried step must
@@ -87,7 +122,9 @@ class PlatformSettings:
     mlflow_artifact_root: str
     feast_project: str = "ml_platform"
     feast_registry: str = ""
-    feast_offline_store: dict[str, Any] = field(default_factory=lambda: {"type": "duckdb"})
+    feast_offline_store: dict[str, Any] = field(
+        default_factory=lambda: {"type": ASOF_OFFLINE_STORE}
+    )
     feast_online_store: dict[str, Any] = field(default_factory=dict)
     audit_url: str = ""
     checkpoint_root: str = ""
@@ -106,6 +143,7 @@ class PlatformSettings:
             or (home / "mlartifacts").as_uri(),
             feast_project=env("ML_PLATFORM_FEAST_PROJECT") or "ml_platform",
             feast_registry=env("ML_PLATFORM_FEAST_REGISTRY") or str(home / "feast" / "registry.db"),
+            feast_offline_store=feast_offline_store(),
             feast_online_store={"type": "sqlite", "path": str(home / "feast" / "online.db")},
             audit_url=env("ML_PLATFORM_AUDIT_URL") or f"sqlite:///{home / 'audit.db'}",
             checkpoint_root=env("ML_PLATFORM_CHECKPOINT_ROOT") or str(home / "checkpoints"),
