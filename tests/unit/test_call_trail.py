@@ -428,3 +428,44 @@ def test_the_calls_command_answers_who_called_what_when(
     assert "write e.g. 1h" in capsys.readouterr().err
     assert main(["calls", MODEL, "--entity", "applicant_id"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_calls_window_reads_the_trail(tmp_path: Path) -> None:
+    """``monitoring.source: calls``: the drift report's rows come from the trail, not a file."""
+    from ml_platform.core.audit import AuditLog
+    from ml_platform.core.settings import PlatformSettings
+    from ml_platform.lifecycle.records import StepContext
+    from ml_platform.lifecycle.scored_window import ScoredWindow, read_window
+    from ml_platform.registry.client import ModelRegistry
+    from ml_platform.spec.catalog import ResolvedFeatures
+    from ml_platform.spec.model import ModelSpec
+    from tests.e2e import loans
+
+    settings = PlatformSettings.from_env(home=tmp_path / "home")
+    monitoring = {"source": "calls", "window": "1h"}
+    spec = ModelSpec.model_validate(loans.model_spec(monitoring=monitoring))
+    resolved = ResolvedFeatures(
+        feature_views={"bureau": ["credit_score", "debt_ratio"]},
+        request=["amount"],
+        categorical=[],
+        entity_columns=["applicant_id"],
+        timestamp_column="applied_at",
+    )
+    step = StepContext(settings, ModelRegistry.for_settings(settings), AuditLog(settings.audit_url))
+    now = datetime.now(UTC)
+    old, recent = (
+        replace(a_call(1), called_at=now - timedelta(hours=3)),
+        replace(a_call(2), called_at=now - timedelta(minutes=5)),
+    )
+    with CallTrail(settings.audit_url, tmp_path / "journal") as trail:
+        trail.record(old)
+        trail.record(recent)
+
+    frame, source = read_window(spec, resolved, step, ScoredWindow())  # the last hour
+    assert list(frame["request_id"]) == [recent.request_id]
+    assert {"applied_at", "score", "model_version", "scored_at", "applicant_id"} <= set(frame)
+    assert source.startswith("calls of loan_default from ")
+    ranged, _ = read_window(spec, resolved, step, ScoredWindow(start=now - timedelta(hours=4)))
+    assert list(ranged["request_id"]) == [old.request_id, recent.request_id]
+    with pytest.raises(ValueError, match="monitors its online calls"):
+        read_window(spec, resolved, step, ScoredWindow(predictions_path=str(tmp_path / "p")))
