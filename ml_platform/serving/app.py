@@ -1,8 +1,5 @@
 """The prediction service: a FastAPI app answering one model's calls, each one audited.
 
-FastAPI is imported at the top: the code location never imports this module (only the service
-does).
-
 ``POST /v1/models/<model>/predict`` takes the entity's join keys and the request-time features,
 reads the other features from the Feast online store (the training set's own references), routes
 the entity to the champion or the canary (sticky, ``routing``), and answers the prediction with
@@ -16,6 +13,9 @@ servable version, online store down); bad input never gives a 500.
 
 ``/healthz`` answers while the process runs; ``/readyz`` once a servable champion is loaded and the
 trail is open (503 with the reasons otherwise); ``/metrics`` in Prometheus' format.
+
+FastAPI is imported at the top: the code location never imports this module (only the service
+does).
 """
 
 from __future__ import annotations

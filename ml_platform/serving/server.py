@@ -19,11 +19,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.serving.auth import load_api_keys
 from ml_platform.spec.catalog import Catalog
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 JOURNAL_DIR_ENV = "ML_PLATFORM_SERVING_JOURNAL_DIR"
 GRACEFUL_SECONDS = 30
@@ -80,7 +83,9 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def build_app(model: str, catalog: Catalog, settings: PlatformSettings, options: ServeOptions):
+def build_app(
+    model: str, catalog: Catalog, settings: PlatformSettings, options: ServeOptions
+) -> FastAPI:
     """The app serving ``model`` (keys read from the environment).
 
     Args:

@@ -211,6 +211,11 @@ class VersionWatcher:
         problems: list[str] = []
 
         champion = self._champion(state.champion, current, refusals)
+        if state.champion is None and champion is not None:
+            problems.append(
+                f"the 'champion' alias of '{self.model}' was removed; still serving "
+                f"v{champion.version} until a version is promoted"
+            )
         if champion is None:
             problems.append(
                 f"no servable champion of '{self.model}': "
