@@ -18,6 +18,7 @@ A bounded local load test (localhost only, a fixed number of requests, it stops 
 6. the service stopped with SIGTERM (graceful: it flushes its journal), then every request id it
    answered looked up in the call trail (``ml_platform.serving.calls.query_calls``).
 
+Both sides run with ``OMP_NUM_THREADS=1`` (unless set), as the default profile's pod does.
 Prints p50/p99/mean latency and throughput of both, the ratio service p99 / floor p99 (goal: at
 most 1.5x, with the audit trail on), whether the predictions agree, and the trail's count.
 Usage: .venv/bin/python bench/serving.py [--rows 100000] [--requests 2000] [--concurrency 8]
@@ -292,13 +293,23 @@ class Client:
         self.connection.close()
 
 
-def timed(calls: list[Call], one: Callable[[Call], Any]) -> tuple[Timings, list[Any]]:
+def timed(
+    calls: list[Call], one: Callable[[Call], Any], pause: float = 0.0
+) -> tuple[Timings, list[Any]]:
+    """Each call's latency; ``pause`` seconds between calls, outside the timings.
+
+    The pause is the same on both sides. Without it the floor is a busy loop while the service
+    sleeps between requests, and on an oversubscribed machine Linux's scheduler favours the task
+    that slept: the floor measured 5 ms of wall time for 1.2 ms of CPU time per predict.
+    """
     timings, results = Timings(), []
     started = time.perf_counter()
     for call in calls:
         before = time.perf_counter()
         results.append(one(call))
         timings.latencies.append(time.perf_counter() - before)
+        if pause:
+            time.sleep(pause)
     timings.wall = time.perf_counter() - started
     return timings, results
 
@@ -354,9 +365,17 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=10, help="interleaved blocks per side")
     parser.add_argument("--concurrency", type=int, default=0, help="threads of a concurrent run")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--pause-ms", type=float, default=1.0, help="pause between calls, both sides (untimed)"
+    )
     args = parser.parse_args()
     if args.requests < args.blocks or args.blocks < 1:
         parser.error("--requests must be at least --blocks, and --blocks at least 1")
+    # Both sides run as the default serving profile's pod does (cpu-small: 1 CPU, and
+    # OMP_NUM_THREADS=1 in deploy/k8s/serving.yaml). With more threads, torch's idle OpenMP
+    # threads spin while waiting, and on a shared machine that spinning, not the work, decides
+    # the latency of whichever process spins more (measured here: 10 ms against 2 ms per predict).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     temporary = None
     if args.home is None:
@@ -403,7 +422,7 @@ def run(args: argparse.Namespace, home: Path) -> None:
             sides = [("service", served), ("floor", floor.predict)]
             results: dict[str, list[Any]] = {}
             for name, one in sides if block % 2 == 0 else sides[::-1]:
-                timings, results[name] = timed(part, one)
+                timings, results[name] = timed(part, one, args.pause_ms / 1000)
                 (service_timings if name == "service" else floor_timings).add(timings)
             answered += results["service"]
             differences += [
@@ -433,8 +452,14 @@ def run(args: argparse.Namespace, home: Path) -> None:
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nmodel {args.model}, versions served {sorted(versions)}; service: {status}")
-    print(f"machine: {os.cpu_count()} cores, load average now {load} (before: {load_before})")
-    print(f"{len(measured):,} single predictions per side in {args.blocks} interleaved blocks")
+    print(
+        f"machine: {os.cpu_count()} cores, load average now {load} (before: {load_before}); "
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} on both sides"
+    )
+    print(
+        f"{len(measured):,} single predictions per side in {args.blocks} interleaved blocks, "
+        f"{args.pause_ms:g} ms pause between calls (calls/s counts the pauses)"
+    )
     print("| path | calls | p50 ms | p99 ms | mean ms | calls/s |")
     print("|---|---|---|---|---|---|")
     print(service_timings.row("service, sequential (HTTP, auth, Feast online, model, trail)"))
