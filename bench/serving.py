@@ -464,7 +464,7 @@ def run(args: argparse.Namespace, home: Path) -> None:
     print("|---|---|---|---|---|---|")
     print(service_timings.row("service, sequential (HTTP, auth, Feast online, model, trail)"))
     print(floor_timings.row("floor: Feast get_online_features + predict, in process"))
-    print(inside.row("service, its own latency_ms in the trail (no HTTP client)"))
+    print(inside.row("service, its own latency_ms in the trail (before journal write, no client)"))
     if concurrent_timings is not None:
         print(concurrent_timings.row(f"service, {args.concurrency} concurrent clients"))
     ratio = service_timings.p99 / floor_timings.p99
