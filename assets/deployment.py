@@ -29,6 +29,10 @@ from resources import LifecycleResource
 if TYPE_CHECKING:
     from ml_platform.lifecycle.deploy import CanaryDecision, CanaryFigures, DeploymentState
 
+DEPLOYMENT_DESCRIPTION = (
+    "What the prediction service serves: the champion and a canary with its traffic share, "
+    "since when; a canary's live figures and why it was promoted or rolled back."
+)
 DeploymentAction = Literal["record", "start_canary", "decide", "rollback"]
 
 
@@ -139,16 +143,6 @@ def build_deployment_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefin
         The asset (no automation condition: only its job, the sensor and people build it).
     """
 
-    @dg.asset(
-        key=model_key(model.name, DEPLOYMENT_ASSET),
-        deps=[model_key(model.name, "champion")],
-        group_name=model.name,
-        description="What the prediction service serves: the champion and a canary with its "
-        "traffic share, since when; a canary's live figures and why it was promoted or rolled "
-        "back.",
-        owners=owners(model.owner),
-        kinds={"mlflow"},
-    )
     def deployment(
         context: AssetExecutionContext, config: DeploymentConfig, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
@@ -219,7 +213,17 @@ def build_deployment_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefin
             )
         )
 
-    return deployment
+    # The description is passed explicitly: a docstring left in place would be parsed again
+    # (see assets.models._model_asset), a cost paid per model at load.
+    deployment.__doc__ = None
+    return dg.asset(
+        key=model_key(model.name, DEPLOYMENT_ASSET),
+        deps=[model_key(model.name, "champion")],
+        group_name=model.name,
+        description=DEPLOYMENT_DESCRIPTION,
+        owners=owners(model.owner),
+        kinds={"mlflow"},
+    )(deployment)
 
 
 def build_deployment_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
