@@ -99,7 +99,7 @@ class ServingSettings:
     durable_journal: bool = False
     journal_storage_class: str | None = None
     target_cpu_utilization: int = 70
-    termination_grace_period_seconds: int = 45
+    termination_grace_period_seconds: int = 70
     pre_stop_sleep_seconds: int = 5
     refresh_seconds: int = 5
 

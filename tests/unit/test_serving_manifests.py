@@ -182,7 +182,12 @@ def test_the_service_is_wired_as_the_service_expects() -> None:
     # Graceful shutdown: the preStop pause leaves time to drain and flush before SIGKILL.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop == ["sleep", str(SETTINGS.pre_stop_sleep_seconds)]
-    assert pod["terminationGracePeriodSeconds"] >= SETTINGS.pre_stop_sleep_seconds + 30
+    # uvicorn waits up to 30 s for calls in flight (serving.server.GRACEFUL_SECONDS), then the
+    # trail's close flushes the journal for up to 30 s more.
+    from ml_platform.serving.server import GRACEFUL_SECONDS
+
+    needed = SETTINGS.pre_stop_sleep_seconds + GRACEFUL_SECONDS + 30
+    assert pod["terminationGracePeriodSeconds"] >= needed
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     # Non-root, no privilege, no token; every path it writes is a volume.
     assert pod["securityContext"]["runAsNonRoot"] is True
