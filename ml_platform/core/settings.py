@@ -19,6 +19,7 @@ HOME_ENV = "ML_PLATFORM_HOME"
 DEPLOYMENT_ENV = "ML_PLATFORM_DEPLOYMENT"
 RETRY_DELAY_ENV = "ML_PLATFORM_RETRY_DELAY_SECONDS"
 FEAST_OFFLINE_STORE_ENV = "ML_PLATFORM_FEAST_OFFLINE_STORE"
+FEAST_ONLINE_STORE_ENV = "ML_PLATFORM_FEAST_ONLINE_STORE"
 # The platform's Feast offline store: Feast's DuckDB store with point-in-time joins as DuckDB ASOF
 # joins (ml_platform/features/offline_store.py). Named, not imported: Feast imports it.
 ASOF_OFFLINE_STORE = "ml_platform.features.offline_store.AsofDuckDBOfflineStore"
@@ -76,17 +77,43 @@ def feast_offline_store() -> dict[str, Any]:
     Raises:
         ValueError: The variable is not a JSON object with a string ``type``.
     """
-    value = os.environ.get(FEAST_OFFLINE_STORE_ENV, "").strip()
+    return _store_config(FEAST_OFFLINE_STORE_ENV, {"type": ASOF_OFFLINE_STORE}, "duckdb")
+
+
+def feast_online_store(home: Path) -> dict[str, Any]:
+    """The Feast online store config: ``ML_PLATFORM_FEAST_ONLINE_STORE`` (JSON) or SQLite.
+
+    In production the materialization steps and the prediction services run in different pods,
+    so they need a shared online store, e.g.
+    ``{"type": "redis", "connection_string": "redis:6379,password=..."}`` (from a Secret).
+
+    Args:
+        home: the platform home; the default SQLite store is ``<home>/feast/online.db``.
+
+    Returns:
+        A config with a ``type`` and the store's options.
+
+    Raises:
+        ValueError: The variable is not a JSON object with a string ``type``.
+    """
+    default = {"type": "sqlite", "path": str(home / "feast" / "online.db")}
+    return _store_config(FEAST_ONLINE_STORE_ENV, default, "redis")
+
+
+def _store_config(variable: str, default: dict[str, Any], example: str) -> dict[str, Any]:
+    """A store config read as JSON from ``variable``, else ``default``."""
+    value = os.environ.get(variable, "").strip()
     if not value:
-        return {"type": ASOF_OFFLINE_STORE}
+        return default
     try:
         config = json.loads(value)
     except json.JSONDecodeError:
         config = None
     if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        # The value may hold a password: it is not repeated.
         raise ValueError(
-            f"{FEAST_OFFLINE_STORE_ENV} must be a JSON object with a string 'type', e.g. "
-            f'\'{{"type": "duckdb"}}\', got {value!r}'
+            f"{variable} must be a JSON object with a string 'type', e.g. "
+            f'\'{{"type": "{example}"}}\'; the value set is not'
         )
     return config
 
@@ -109,7 +136,9 @@ class PlatformSettings:
             ``{"type": "duckdb"}`` for Feast's own DuckDB store or
             ``{"type": "ml_platform.features.offline_store.AsofDuckDBOfflineStore",
             "memory_limit": "8GB"}``.
-        feast_online_store: Feast online store config (``type`` plus its options).
+        feast_online_store: Feast online store config (``type`` plus its options). Default:
+            SQLite under the home; ``ML_PLATFORM_FEAST_ONLINE_STORE`` replaces it with a JSON
+            object, e.g. ``{"type": "redis", "connection_string": "redis:6379"}``.
         audit_url: SQLAlchemy URL of the audit log.
         checkpoint_root: a filesystem directory for training checkpoints. A retried step must
             find it again: on Kubernetes mount a PersistentVolume (or a bucket via FUSE) there.
@@ -144,7 +173,7 @@ class PlatformSettings:
             feast_project=env("ML_PLATFORM_FEAST_PROJECT") or "ml_platform",
             feast_registry=env("ML_PLATFORM_FEAST_REGISTRY") or str(home / "feast" / "registry.db"),
             feast_offline_store=feast_offline_store(),
-            feast_online_store={"type": "sqlite", "path": str(home / "feast" / "online.db")},
+            feast_online_store=feast_online_store(home),
             audit_url=env("ML_PLATFORM_AUDIT_URL") or f"sqlite:///{home / 'audit.db'}",
             checkpoint_root=env("ML_PLATFORM_CHECKPOINT_ROOT") or str(home / "checkpoints"),
         )

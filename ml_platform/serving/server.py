@@ -19,7 +19,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ml_platform.core.settings import PlatformSettings
 from ml_platform.serving.auth import load_api_keys
@@ -83,6 +83,30 @@ def log_config() -> dict[str, Any]:
     return config
 
 
+JOURNAL_FSYNC_ENV = "ML_PLATFORM_SERVING_JOURNAL_FSYNC"
+
+
+def journal_fsync() -> Literal["interval", "always"]:
+    """When the call journal reaches the disk: ``ML_PLATFORM_SERVING_JOURNAL_FSYNC``.
+
+    ``interval`` (default): every acknowledged call survives a killed process, and is synced to
+    the disk within the flush interval; ``always``: synced before the answer (group commit), so
+    it also survives a power loss, on a journal volume that outlives the pod.
+
+    Returns:
+        The mode.
+
+    Raises:
+        ValueError: Another value is set.
+    """
+    value = os.environ.get(JOURNAL_FSYNC_ENV, "").strip().lower() or "interval"
+    if value not in ("interval", "always"):
+        raise ValueError(
+            f"{JOURNAL_FSYNC_ENV}={value!r} is not a journal mode; use 'interval' or 'always'"
+        )
+    return value  # type: ignore[return-value]
+
+
 def build_app(
     model: str, catalog: Catalog, settings: PlatformSettings, options: ServeOptions
 ) -> FastAPI:
@@ -104,7 +128,7 @@ def build_app(
     from ml_platform.serving.journal import CallTrail
 
     keys = load_api_keys(allow_anonymous=options.allow_anonymous)
-    trail = CallTrail(settings.audit_url, journal_dir(settings, model))
+    trail = CallTrail(settings.audit_url, journal_dir(settings, model), fsync=journal_fsync())
     service = PredictionService(
         catalog.models[model],
         catalog.resolved[model],

@@ -47,7 +47,16 @@ def test_status_refuses_an_unknown_model(
 
 def test_every_command_and_option_has_a_paragraph_and_an_example() -> None:
     (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"run", "status", "init", "validate", "demo", "drift-alert"}
+    assert set(commands.choices) == {
+        "run",
+        "status",
+        "init",
+        "validate",
+        "demo",
+        "drift-alert",
+        "calls",
+        "serve",
+    }
     for name, command in commands.choices.items():
         assert command.description and len(command.description.split()) > 30, name
         assert f"\nexamples:\n  ml-platform {name}" in command.description, name

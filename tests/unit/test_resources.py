@@ -3,6 +3,7 @@ on a real SQLite MLflow backend."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -158,3 +159,32 @@ def test_outside_a_run_the_resource_starts_nothing(platform_home: Path) -> None:
     resource = MlflowTrackingResource()
     resource.setup_for_execution(dg.build_init_resource_context())
     assert resource.parent_run_id is None
+
+
+def test_the_online_store_is_sqlite_unless_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_platform.core.settings import FEAST_ONLINE_STORE_ENV, PlatformSettings
+
+    monkeypatch.delenv(FEAST_ONLINE_STORE_ENV, raising=False)
+    local = PlatformSettings.from_env(home=tmp_path).feast_online_store
+    assert local == {"type": "sqlite", "path": str(tmp_path / "feast" / "online.db")}
+    redis = {"type": "redis", "connection_string": "redis:6379,password=s3cret"}
+    monkeypatch.setenv(FEAST_ONLINE_STORE_ENV, json.dumps(redis))
+    assert PlatformSettings.from_env(home=tmp_path).feast_online_store == redis
+    monkeypatch.setenv(FEAST_ONLINE_STORE_ENV, "redis:6379,password=s3cret")
+    with pytest.raises(ValueError, match=FEAST_ONLINE_STORE_ENV) as refused:
+        PlatformSettings.from_env(home=tmp_path)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_the_journal_mode_is_interval_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ml_platform.serving.server import JOURNAL_FSYNC_ENV, journal_fsync
+
+    monkeypatch.delenv(JOURNAL_FSYNC_ENV, raising=False)
+    assert journal_fsync() == "interval"
+    monkeypatch.setenv(JOURNAL_FSYNC_ENV, "Always")
+    assert journal_fsync() == "always"
+    monkeypatch.setenv(JOURNAL_FSYNC_ENV, "sometimes")
+    with pytest.raises(ValueError, match="'interval' or 'always'"):
+        journal_fsync()
