@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -144,11 +145,10 @@ def measure_sensors(spec_dir: Path, home: Path, models: int) -> None:
     )
     for took, name, outcome in timings[:3]:
         print(f"  slowest: {name} {took:.3f}s: {outcome[:100]}")
-    first = {}
-    for took, name, _ in timings:
-        kind = name.rsplit("_", 2)[-2] if name.endswith("_sensor") else name
-        first.setdefault(kind, []).append(took)
-    for kind, times in sorted(first.items()):
+    by_kind: dict[str, list[float]] = {}
+    for took, name, _ in timings:  # a model's sensors by kind: <M>_drift_sensor, canary_<M>, ...
+        by_kind.setdefault(re.sub(r"fraud_detection(_\d{3})?", "<M>", name), []).append(took)
+    for kind, times in sorted(by_kind.items()):
         print(
             f"  {kind}: {len(times)} sensors, median {statistics.median(times) * 1000:.1f} ms, "
             f"total {sum(times):.2f}s"
