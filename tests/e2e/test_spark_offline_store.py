@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +47,8 @@ SPARK_STORE["spark_conf"] |= {
     "spark.driver.memory": "1g",
     "spark.sql.shuffle.partitions": "2",
     "spark.ui.enabled": "false",
+    # Spark creates this directory when a session starts (by default in the working directory).
+    "spark.sql.warehouse.dir": str(Path(tempfile.gettempdir()) / "ml_platform-spark-warehouse"),
     # Compiling code costs more than it saves on small data (the results are the same).
     "spark.sql.codegen.wholeStage": "false",
     "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
