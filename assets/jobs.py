@@ -97,14 +97,19 @@ def build_jobs(catalog: Catalog) -> list[UnresolvedAssetJobDefinition]:
                 tags={MODEL_TAG: name},
             )
         )
+        if spec.monitoring.source == "calls":
+            monitoring = dg.AssetSelection.assets(model_key(name, "drift_report"))
+            what = f"Compare the {name} prediction service's recent calls"
+        else:
+            monitoring = dg.AssetSelection.assets(
+                model_key(name, "predictions"), model_key(name, "drift_report")
+            )
+            what = f"Score the newest data with the {name} champion and compare it"
         jobs.append(
             dg.define_asset_job(
                 monitoring_job_name(name),
-                selection=dg.AssetSelection.assets(
-                    model_key(name, "predictions"), model_key(name, "drift_report")
-                ),
-                description=f"Score the newest data with the {name} champion and compare it "
-                "with the champion's training reference (drift report).",
+                selection=monitoring,
+                description=f"{what} with the champion's training reference (drift report).",
                 tags={MODEL_TAG: name},
             )
         )

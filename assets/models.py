@@ -405,6 +405,9 @@ def build_predictions_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefi
 class DriftWindowConfig(dg.Config):
     """The scored window a drift report judges; nothing set means the newest predictions.
 
+    With ``monitoring.source: calls`` the window is the service's calls: nothing set means the
+    newest ``monitoring.window``; ``start``/``end`` apply, ``predictions_path`` is refused.
+
     Attributes:
         start: The first row timestamp judged (ISO 8601; UTC when no offset is given).
         end: The first row timestamp no longer judged (ISO 8601).
@@ -430,6 +433,11 @@ def _timestamp(value: str | None, field: str) -> datetime | None:
         ) from None
 
 
+def monitored_asset(model: ModelSpec) -> str:
+    """The asset whose rows the drift report judges: ``predictions``, or ``deployment`` (calls)."""
+    return "deployment" if model.monitoring.source == "calls" else "predictions"
+
+
 def build_drift_report_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefinition:
     """``<model>/drift_report``: the newest scored window judged against the training reference.
 
@@ -445,7 +453,8 @@ def build_drift_report_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDef
     @_model_asset(
         model,
         "drift_report",
-        deps=[model_key(model.name, "predictions")],
+        # Judged rows: the batch predictions, or the prediction service's calls.
+        deps=[model_key(model.name, monitored_asset(model))],
         kinds={"evidently"},
         checks={NO_SIGNIFICANT_DRIFT: NO_SIGNIFICANT_DRIFT_DESCRIPTION},
         blocking=False,

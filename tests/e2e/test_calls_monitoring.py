@@ -184,3 +184,13 @@ def test_calls_from_the_training_distribution_do_not_drift(world: World) -> None
     # Labels joined through the loan_id each caller sent: the model does as well as evaluated.
     assert record.performance is not None and record.performance.rows == 900
     assert record.performance.drop is not None and record.performance.drop < 0.1
+
+
+def test_a_model_monitored_on_its_calls_does_not_need_batch_predictions(world: World) -> None:
+    from assets.keys import monitoring_job_name
+
+    graph = world.defs.resolve_asset_graph()
+    report = dg.AssetKey([MODEL, "drift_report"])
+    assert graph.get(report).parent_keys == {dg.AssetKey([MODEL, "deployment"])}
+    job = world.defs.resolve_job_def(monitoring_job_name(MODEL))
+    assert job.asset_layer.selected_asset_keys == {report}
