@@ -68,7 +68,8 @@ def feature_store(settings: PlatformSettings) -> FeatureStore:
             directories they name are created.
 
     Returns:
-        The feature store (the registry is read on every call: no cache).
+        The feature store. It reads the registry once (a cache TTL of 0 is Feast's "never
+        expire"): build a new one to see definitions applied since.
     """
     from pathlib import Path
 
