@@ -70,7 +70,7 @@ from ml_platform.core.settings import ASOF_OFFLINE_STORE
 if TYPE_CHECKING:
     from feast.infra.registry.base_registry import BaseRegistry
     from feast.repo_config import RepoConfig
-    from feast.saved_dataset import SavedDatasetStorage
+    from feast.saved_dataset import SavedDatasetStorage, ValidationReference
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,17 @@ class AsofRetrievalJob(RetrievalJob):
         with self._connect() as connection:
             return join_sql(connection, self._joins, self._timestamp_column)
 
+    def to_df(
+        self, validation_reference: ValidationReference | None = None, timeout: int | None = None
+    ) -> pd.DataFrame:
+        """The joined rows as pandas, in the entity order (on-demand views and validation run).
+
+        Feast's ``to_df`` adds ``reset_index`` to the conversion, a copy of the whole result; the
+        conversion here already has a fresh index, and frees each Arrow column once converted.
+        """
+        table = self.to_arrow(validation_reference=validation_reference, timeout=timeout)
+        return table.to_pandas(split_blocks=True, self_destruct=True)
+
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
 
@@ -279,8 +290,19 @@ class AsofRetrievalJob(RetrievalJob):
         with self._connect() as connection:
             connection.register(ENTITY_TABLE, key_table)
             relation = connection.sql(join_sql(connection, self._joins, self._timestamp_column))
-            feature_types = [DuckDBType.from_string(str(t)) for t in relation.types]
+            feature_types = [DuckDBType.from_string(str(t)) for t in relation.types[1:]]
             features = relation.to_arrow_table()
+        # The join returns the rows in its own order with their row ids, a permutation of
+        # 0..n-1: one gather puts them back in the entity order (cheaper than ORDER BY).
+        row_ids = features.column(0).to_numpy()
+        if len(row_ids) != entities.num_rows:  # an ASOF LEFT JOIN keeps each row exactly once
+            raise RuntimeError(
+                f"ASOF offline store: the join returned {len(row_ids)} rows for "
+                f"{entities.num_rows} entity rows"
+            )
+        positions = np.empty_like(row_ids)
+        positions[row_ids] = np.arange(len(row_ids), dtype=row_ids.dtype)
+        features = features.drop_columns([features.column_names[0]]).take(positions)
         table = pa.Table.from_arrays(
             [*entities.columns, *features.columns], names=[*entities.column_names, *outputs]
         )
@@ -313,7 +335,7 @@ class AsofRetrievalJob(RetrievalJob):
 def join_sql(
     connection: duckdb.DuckDBPyConnection, joins: Sequence[ViewJoin], timestamp_column: str
 ) -> str:
-    """The DuckDB query of the feature columns, one row per entity row, in the entity order.
+    """The DuckDB query of the feature columns, one row per entity row, with its row id.
 
     Each view's source is reduced to its newest row per (join keys, event timestamp) (created
     timestamp descending, nulls last; then the first row in the source), and joined with
@@ -327,7 +349,8 @@ def join_sql(
 
     Returns:
         The query; it reads the entity rows from ``__asof_entities`` (join keys, timestamp and
-        ``__asof_row_id``) and returns one column per feature, aliased ``__f<i>``.
+        ``__asof_row_id``) and returns their ``__asof_row_id`` and one column per feature,
+        aliased ``__f<i>``, in no particular order.
     """
     entity_ts = f"e.{quote(timestamp_column)}"
     sources: list[str] = []
@@ -353,8 +376,8 @@ def join_sql(
             selected.append(f"{value} AS __f{len(selected)}")
     return (
         f"WITH {', '.join(sources)}\n"
-        f"SELECT {', '.join(selected)}\n"
-        f"FROM {ENTITY_TABLE} AS e\n" + "\n".join(clauses) + f"\nORDER BY e.{ROW_ID}"
+        f"SELECT e.{ROW_ID}, {', '.join(selected)}\n"
+        f"FROM {ENTITY_TABLE} AS e\n" + "\n".join(clauses)
     )
 
 
