@@ -51,6 +51,7 @@ PROFILES_DIR = "/etc/ml-platform"  # the compute-profiles ConfigMap, as in the c
 JOURNAL_VOLUME = "journal"
 API_KEYS_ENV = "ML_PLATFORM_SERVING_API_KEYS_FILE"
 JOURNAL_ENV = "ML_PLATFORM_SERVING_JOURNAL_DIR"
+JOURNAL_FSYNC_ENV = "ML_PLATFORM_SERVING_JOURNAL_FSYNC"
 RUN_AS = 10001  # the Dockerfile's numeric non-root user and group
 
 
@@ -75,7 +76,8 @@ class ServingSettings:
         journal_size_limit: the size of the call journal volume.
         durable_journal: False: the journal is an ``emptyDir`` (survives a container restart, not
             the pod); True: a StatefulSet with one PersistentVolumeClaim per replica, which a
-            replaced pod finds again and replays.
+            replaced pod finds again and replays, and every call synced to it before its answer
+            (``ML_PLATFORM_SERVING_JOURNAL_FSYNC=always``).
         journal_storage_class: the StorageClass of those claims (None: the cluster's default).
         target_cpu_utilization: the autoscaler's average CPU utilization target, in percent.
         termination_grace_period_seconds: time between SIGTERM and SIGKILL: the preStop pause,
@@ -377,6 +379,9 @@ def _pod_spec(
         {"name": "ML_PLATFORM_DEPLOYMENT", "value": "k8s"},
         {"name": API_KEYS_ENV, "value": f"{API_KEYS_DIR}/{API_KEYS_KEY}"},
         {"name": JOURNAL_ENV, "value": JOURNAL_DIR},
+        # A claim that outlives the node is worth its cost only if every call reaches its disk
+        # before the answer (a node crash loses the page cache); the emptyDir dies with the pod.
+        *([{"name": JOURNAL_FSYNC_ENV, "value": "always"}] if settings.durable_journal else []),
         {"name": "ML_PLATFORM_COMPUTE_PROFILE", "value": profile.name},
         # PyTorch sizes its thread pool from the node's cores, not the container's CPU limit.
         {"name": "OMP_NUM_THREADS", "value": str(max(1, math.floor(parse_quantity(profile.cpu))))},

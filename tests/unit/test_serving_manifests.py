@@ -25,6 +25,7 @@ from ml_platform.compute.serving import (
     API_KEYS_ENV,
     JOURNAL_DIR,
     JOURNAL_ENV,
+    JOURNAL_FSYNC_ENV,
     RUN_AS,
     ServingSettings,
     main,
@@ -33,6 +34,7 @@ from ml_platform.compute.serving import (
     serving_manifests,
     settings_from_values,
 )
+from ml_platform.serving.server import journal_fsync
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = PROJECT_ROOT / "deploy" / "k8s" / "serving.yaml"
@@ -179,6 +181,7 @@ def test_the_service_is_wired_as_the_service_expects() -> None:
     assert env[JOURNAL_ENV] == JOURNAL_DIR
     assert volumes[mounts[JOURNAL_DIR]]["emptyDir"] == {"sizeLimit": SETTINGS.journal_size_limit}
     assert not any(k.endswith("_API_KEYS") for k in env), "keys belong in the mounted Secret"
+    assert JOURNAL_FSYNC_ENV not in env
     # Graceful shutdown: the preStop pause leaves time to drain and flush before SIGKILL.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop == ["sleep", str(SETTINGS.pre_stop_sleep_seconds)]
@@ -226,6 +229,17 @@ def test_the_durable_journal_is_a_claim_per_replica() -> None:
     assert statefulset["podManagementPolicy"] == "Parallel"
     assert statefulset["serviceName"] == manifests["Service"]["metadata"]["name"]
     assert manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[JOURNAL_FSYNC_ENV] == "always"
+
+
+def test_the_service_reads_the_journal_mode_the_durable_pods_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(JOURNAL_FSYNC_ENV, raising=False)
+    assert journal_fsync() == "interval"  # the default, which the emptyDir pods keep
+    monkeypatch.setenv(JOURNAL_FSYNC_ENV, "always")
+    assert journal_fsync() == "always"
 
 
 def test_strict_validation_catches_a_misspelled_field() -> None:
