@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ml_platform.cli.common import model_names, prepare_environment
+from ml_platform.cli.common import model_names, passive_thread_waits, prepare_environment
 from ml_platform.cli.launch import (
     Launcher,
     LaunchError,
@@ -52,7 +52,7 @@ def demo(models: list[str] | None, rows: int | None, workspace: Path | None = No
     from assets.keys import scoring_job_name, training_job_name
 
     home = prepare_environment(rows)
-    _passive_thread_waits()
+    passive_thread_waits()
     names = model_names(models)
     if names is None:
         return 2
@@ -73,18 +73,6 @@ def demo(models: list[str] | None, rows: int | None, workspace: Path | None = No
     echo(peak_memory_line())
     echo(SEE_THE_UI)
     return status
-
-
-def _passive_thread_waits() -> None:
-    """Let idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
-
-    The demo trains in this process. With torch's default (spinning) waits, each parallel region
-    waits for threads the kernel has descheduled whenever other programs share the cores: on
-    the 2-core machine of ``bench/RESULTS.md``, shared with other jobs, training ran 8x slower.
-    The wait policy changes neither the threads nor how work is divided, so results are the
-    same. It applies only where torch is not loaded yet (``ml-platform demo`` imports it later).
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def peak_memory_line() -> str:
@@ -121,7 +109,7 @@ def demo_drift(models: list[str] | None, rows: int | None, workspace: Path | Non
     import dagster as dg
 
     home = prepare_environment(rows)
-    _passive_thread_waits()
+    passive_thread_waits()
     names = model_names(models)
     if names is None:
         return 2

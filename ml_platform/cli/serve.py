@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ml_platform.cli.common import catalog_with
+from ml_platform.cli.common import catalog_with, passive_thread_waits
 from ml_platform.cli.output import echo
 
 SERVE_HELP = """\
@@ -99,6 +99,9 @@ def serve(model: str, host: str, port: int, refresh_seconds: float, allow_anonym
         echo(f"--refresh-seconds must be positive, got {refresh_seconds}", err=True)
         return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A one-row predict took 10 ms with torch's spinning waits on a shared 2-core machine, 2 ms
+    # without (bench/serving.py).
+    passive_thread_waits()
     catalog = catalog_with([])
     if model not in catalog.models:
         for error in catalog.errors:
