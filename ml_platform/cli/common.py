@@ -39,22 +39,6 @@ def prepare_environment(rows: int | None = None) -> Path:
     return home
 
 
-def project_root() -> Path:
-    """The project whose ``assets/`` specs the commands act on.
-
-    The working directory when it has an ``assets/`` directory (a checkout, or a project made by
-    ``ml-platform init``); otherwise the installed platform's own root, the one the code location
-    loads (in the container image the specs are package data beside ``ml_platform``).
-
-    Returns:
-        The directory holding ``assets/``.
-    """
-    cwd = Path.cwd()
-    if (cwd / "assets").is_dir():
-        return cwd
-    return Path(__file__).resolve().parents[2]
-
-
 def catalog_with(paths: list[Path]) -> Catalog:
     """The project's specs (``assets/`` and ``ML_PLATFORM_SPEC_PATH``) plus ``paths``.
 
@@ -64,7 +48,7 @@ def catalog_with(paths: list[Path]) -> Catalog:
     Returns:
         The loaded catalog, with every file's errors.
     """
-    files = discover_spec_files(project_root())
+    files = discover_spec_files(Path.cwd())
     for path in paths:
         files += sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
     return load_catalog(list(dict.fromkeys(p.resolve() for p in files)))
