@@ -24,7 +24,8 @@ def prepare_environment(rows: int | None = None) -> Path:
     """
     home = platform_home()
     os.environ.setdefault(HOME_ENV, str(home))
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
+    if not os.environ.get("DAGSTER_HOME", "").strip():  # unset or empty: not the working directory
+        os.environ["DAGSTER_HOME"] = str(home / "dagster")
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     # The platform's local instance settings; else an empty dagster.yaml: Dagster's defaults,
