@@ -50,7 +50,13 @@ def historical_features(
     with quiet_feast():
         job = store.get_historical_features(entity_df=entity_df, features=feature_refs)
         joined = job.to_df()
-    joined = joined.sort_values(row_id).reset_index(drop=True).drop(columns=[row_id])
+    # The platform's ASOF store keeps the input order; other stores sort their own way. Sorting
+    # or re-indexing copies the whole frame (twice the training set's memory at 10M rows).
+    if not joined[row_id].is_monotonic_increasing:
+        joined = joined.sort_values(row_id)
+    if not joined.index.equals(pd.RangeIndex(len(joined))):
+        joined = joined.reset_index(drop=True)
+    joined = joined.drop(columns=[row_id])
     # Feast's Spark store returns the rows' timestamps naive, in nanoseconds (Spark's session zone
     # must be UTC, docs/scale.md); the DuckDB stores return them in UTC, in microseconds (both
     # engines' resolution). Either way the same rows get the same types, so the same snapshot id.
