@@ -27,7 +27,8 @@ from ml_platform.spec.model import ModelSpec
 from resources import LifecycleResource
 
 if TYPE_CHECKING:
-    from ml_platform.lifecycle.deploy import CanaryDecision, CanaryFigures, DeploymentState
+    from ml_platform.lifecycle.deploy import DeploymentState
+    from ml_platform.lifecycle.live_figures import CanaryDecision, CanaryFigures
 
 DEPLOYMENT_DESCRIPTION = (
     "What the prediction service serves: the champion and a canary with its traffic share, "
@@ -147,10 +148,9 @@ def build_deployment_asset(model: ModelSpec, catalog: Catalog) -> dg.AssetsDefin
         context: AssetExecutionContext, config: DeploymentConfig, lifecycle: LifecycleResource
     ) -> dg.MaterializeResult:
         """What the prediction service serves, and the canary's figures and decision."""
+        from ml_platform.lifecycle.canary import canary_figures, decide_canary
         from ml_platform.lifecycle.deploy import (
             CanaryError,
-            canary_figures,
-            decide_canary,
             deployment_state,
             promote_canary,
             rollback_canary,

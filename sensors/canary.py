@@ -70,12 +70,8 @@ def build_canary_sensor(spec: ModelSpec, catalog: Catalog) -> dg.SensorDefinitio
     def canary(
         context: dg.SensorEvaluationContext, storage: StorageResource, audit: AuditLogResource
     ) -> dg.RunRequest | dg.SkipReason:
-        from ml_platform.lifecycle.deploy import (
-            call_counts,
-            decide_canary,
-            measure_canary,
-            running_canary,
-        )
+        from ml_platform.lifecycle.canary import call_counts, decide_canary, measure_canary
+        from ml_platform.lifecycle.deploy import running_canary
         from ml_platform.lifecycle.records import StepContext
         from ml_platform.registry.client import ModelRegistry
 

@@ -24,33 +24,29 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.helpers import redact_url
+from ml_platform.registry import serving
 from ml_platform.registry.links import (
     dagster_ui_url,
     mlflow_ui_url,
 )
 from ml_platform.registry.mlflow_env import (
-    RegistryUnavailableError,
-    is_missing_alias,
     mlflow_uris,
     pip_requirements,
 )
 from ml_platform.registry.runs import TrainingRun
 from ml_platform.registry.signature import INTEGER_COLUMNS_HINT, example_and_signature
 from ml_platform.registry.tags import (
-    CANARY_ALIAS,
     CHAMPION_ALIAS,
     MLFLOW_GIT_COMMIT,
     MLFLOW_RUN_NAME,
     MLFLOW_SOURCE_NAME,
     MLFLOW_SOURCE_TYPE,
-    TAG_CANARY_SHARE,
-    TAG_CANARY_SINCE,
     TAG_CODE_VERSION,
     TAG_DAGSTER_RUN,
     TAG_DAGSTER_RUN_URL,
@@ -60,32 +56,15 @@ from ml_platform.registry.tags import (
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from ml_platform.core.settings import PlatformSettings
+    from ml_platform.registry.serving import ServingState
     from ml_platform.training.flavors.base import FittedModel
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 TRAINING_DATASET_CONTEXT = "training"
 # Where a version's drift reference lives among its training run's artifacts.
 REFERENCE_ARTIFACTS = "reference"
-
-
-@dataclass(frozen=True)
-class ServingState:
-    """What the registry says a model serves: its champion and, when one runs, its canary.
-
-    Attributes:
-        champion: The version the ``champion`` alias points at, or None.
-        canary: The version the ``canary`` alias points at, or None.
-        canary_share: The canary's share of the traffic in [0, 1]; 0 without a canary.
-        canary_since: When the canary started (UTC), or None without a canary.
-    """
-
-    champion: str | None
-    canary: str | None
-    canary_share: float = 0.0
-    canary_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -508,73 +487,12 @@ class ModelRegistry:
         return None if value is None else float(value)
 
     def champion_version(self, model_name: str) -> str | None:
-        """The version the ``champion`` alias points at.
-
-        Args:
-            model_name: The registered model.
-
-        Returns:
-            The version, or None when the model or the alias does not exist.
-
-        Raises:
-            RegistryUnavailableError: MLflow failed for any other reason (server down, auth,
-                internal error): an unknown champion is never read as "no champion".
-        """
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-        except MlflowException as error:
-            if is_missing_alias(error, CHAMPION_ALIAS):
-                return None
-            shown = redact_url(self.model_registry_uri)
-            # MLflow's message repeats the URI, credentials included.
-            detail = error.message.replace(self.model_registry_uri, shown)
-            raise RegistryUnavailableError(
-                f"cannot read the '{CHAMPION_ALIAS}' alias of model '{model_name}' from MLflow at "
-                f"{shown} ({error.error_code}: {detail}); "
-                "nothing was evaluated or promoted against an unknown champion: check that the "
-                "tracking server is up and the credentials are valid, then retry"
-            ) from error
+        """The version the ``champion`` alias points at (``registry.serving.champion_version``)."""
+        return serving.champion_version(self.client, self.model_registry_uri, model_name)
 
     def champion_versions(self) -> dict[str, str]:
-        """Every registered model's ``champion`` alias, read in one search (not one per model).
-
-        A local SQLite backend that does not exist yet holds no model: nothing is imported or
-        created then (the champion sensor ticks every few minutes from the first start).
-
-        Returns:
-            The version the alias points at, by registered model; models without it left out.
-
-        Raises:
-            RegistryUnavailableError: MLflow could not answer (server down, auth, internal
-                error): an unknown champion is never read as "no champion".
-        """
-        prefix = "sqlite:///"
-        uri = self.model_registry_uri
-        if uri.startswith(prefix) and not Path(uri.removeprefix(prefix)).exists():
-            return {}
-        from mlflow.exceptions import MlflowException
-
-        found: dict[str, str] = {}
-        token = None
-        try:
-            while True:
-                page = self.client.search_registered_models(max_results=1000, page_token=token)
-                for model in page:
-                    version = (model.aliases or {}).get(CHAMPION_ALIAS)
-                    if version is not None:
-                        found[model.name] = str(version)
-                token = page.token
-                if not token:
-                    return found
-        except MlflowException as error:
-            shown = redact_url(uri)
-            raise RegistryUnavailableError(
-                f"cannot list the '{CHAMPION_ALIAS}' aliases of the registered models from MLflow "
-                f"at {shown} ({error.error_code}: {error.message.replace(uri, shown)}); check that "
-                "the tracking server is up and the credentials are valid, then retry"
-            ) from error
+        """Every registered model's champion, in one search (``serving.champion_versions``)."""
+        return serving.champion_versions(self.client, self.model_registry_uri)
 
     def set_champion(self, model_name: str, version: str) -> None:
         """Point the ``champion`` alias at ``version``.
@@ -586,97 +504,16 @@ class ModelRegistry:
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
 
     def serving_state(self, model_name: str) -> ServingState:
-        """The champion, the canary and the canary's share and start, in one MLflow call.
-
-        Args:
-            model_name: The registered model.
-
-        Returns:
-            The state; no champion and no canary when the model is not registered. A canary
-            tag without the alias (or a share that is not a number in [0, 1]) counts as no
-            canary.
-
-        Raises:
-            RegistryUnavailableError: MLflow failed for another reason than a missing model.
-        """
-        from mlflow.exceptions import MlflowException
-
-        try:
-            model = self.client.get_registered_model(model_name)
-        except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return ServingState(champion=None, canary=None)
-            raise self._unavailable(model_name, "serving state", error) from error
-        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-        tags = dict(model.tags or {})
-        champion, canary = aliases.get(CHAMPION_ALIAS), aliases.get(CANARY_ALIAS)
-        share = _share(tags.get(TAG_CANARY_SHARE))
-        if canary is None or share is None:
-            return ServingState(champion=champion, canary=None)
-        return ServingState(
-            champion=champion,
-            canary=canary,
-            canary_share=share,
-            canary_since=_utc(tags.get(TAG_CANARY_SINCE)),
-        )
+        """The champion, the canary, its share and start (``registry.serving.serving_state``)."""
+        return serving.serving_state(self.client, self.model_registry_uri, model_name)
 
     def set_canary(self, model_name: str, version: str, share: float, since: datetime) -> None:
-        """Point the ``canary`` alias at ``version`` with its traffic share and start time.
-
-        The tags are written before the alias, so a reader that sees the alias sees its share.
-
-        Args:
-            model_name: The registered model.
-            version: The version to serve as canary.
-            share: Its share of the traffic, in (0, 1].
-            since: When it starts (timezone-aware; stored as ISO-8601 UTC).
-
-        Raises:
-            ValueError: ``share`` is outside (0, 1] or ``since`` has no timezone.
-        """
-        if not 0.0 < share <= 1.0:
-            raise ValueError(
-                f"canary traffic share of '{model_name}' must be in (0, 1], got {share}; "
-                "pass a fraction such as 0.2"
-            )
-        if since.tzinfo is None:
-            raise ValueError(f"canary start of '{model_name}' must be timezone-aware: {since}")
-        started = since.astimezone(UTC).isoformat()
-        self.client.set_registered_model_tag(model_name, TAG_CANARY_SHARE, repr(float(share)))
-        self.client.set_registered_model_tag(model_name, TAG_CANARY_SINCE, started)
-        self.client.set_registered_model_alias(model_name, CANARY_ALIAS, version)
+        """Point the ``canary`` alias at ``version`` (``registry.serving.set_canary``)."""
+        serving.set_canary(self.client, model_name, version, share, since)
 
     def clear_canary(self, model_name: str) -> None:
-        """Remove the ``canary`` alias, then its share and start tags (missing ones are fine).
-
-        Args:
-            model_name: The registered model.
-        """
-        from mlflow.exceptions import MlflowException
-
-        aliases = self.client.get_registered_model(model_name).aliases or {}
-        if CANARY_ALIAS in aliases:
-            self.client.delete_registered_model_alias(model_name, CANARY_ALIAS)
-        tags = self.client.get_registered_model(model_name).tags or {}
-        for tag in (TAG_CANARY_SHARE, TAG_CANARY_SINCE):
-            if tag in tags:
-                try:
-                    self.client.delete_registered_model_tag(model_name, tag)
-                except MlflowException as error:  # deleted meanwhile by a concurrent clear
-                    if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                        raise
-
-    def _unavailable(
-        self, model_name: str, what: str, error: MlflowException
-    ) -> RegistryUnavailableError:
-        """The error saying MLflow could not answer ``what`` (credentials redacted)."""
-        shown = redact_url(self.model_registry_uri)
-        detail = error.message.replace(self.model_registry_uri, shown)
-        return RegistryUnavailableError(
-            f"cannot read the {what} of model '{model_name}' from MLflow at {shown} "
-            f"({error.error_code}: {detail}); check that the tracking server is up and the "
-            "credentials are valid, then retry"
-        )
+        """Remove the ``canary`` alias and its tags (``registry.serving.clear_canary``)."""
+        serving.clear_canary(self.client, model_name)
 
     def version_tags(self, model_name: str, version: str) -> dict[str, str]:
         """Tags of a model version and of the run that produced it.
@@ -737,26 +574,6 @@ class ModelRegistry:
         """
         versions = self.client.search_model_versions(f"name='{model_name}'")
         return sorted((str(v.version) for v in versions), key=int)
-
-
-def _share(value: str | None) -> float | None:
-    """A canary share tag as a fraction in [0, 1], or None when missing or not one."""
-    try:
-        share = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return share if share is not None and 0.0 <= share <= 1.0 else None
-
-
-def _utc(value: str | None) -> datetime | None:
-    """An ISO-8601 tag as an aware UTC datetime (naive means UTC), or None when unreadable."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _read_parquet(path: str) -> pd.DataFrame:

@@ -12,23 +12,23 @@ import pytest
 
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.lifecycle.deploy import (
-    CANARY,
-    CHAMPION,
-    CanaryError,
-    CanaryFigures,
-    CanaryRun,
-    RoleFigures,
+from ml_platform.lifecycle.canary import (
     call_counts,
     decide_canary,
     measure_canary,
     prediction_shift,
+)
+from ml_platform.lifecycle.deploy import (
+    CanaryError,
+    CanaryRun,
     rollback_canary,
     running_canary,
     start_canary,
 )
+from ml_platform.lifecycle.live_figures import CANARY, CHAMPION, CanaryFigures, RoleFigures
 from ml_platform.lifecycle.records import TAG_EVALUATION, StepContext
-from ml_platform.registry.client import ModelRegistry, ServingState
+from ml_platform.registry.client import ModelRegistry
+from ml_platform.registry.serving import ServingState
 from ml_platform.registry.tags import CANARY_ALIAS, TAG_CANARY_SHARE, TAG_CANARY_SINCE
 from ml_platform.serving.calls import CallRecord, entity_key
 from ml_platform.serving.journal import CallTrail
