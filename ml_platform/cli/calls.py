@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ml_platform.cli.common import model_command
 from ml_platform.cli.output import echo
 
 if TYPE_CHECKING:
@@ -41,13 +42,13 @@ def add_calls_command(commands: argparse._SubParsersAction) -> None:
     Args:
         commands: The ``ml-platform`` subcommands.
     """
-    parser = commands.add_parser(
+    parser = model_command(
+        commands,
         "calls",
-        help="who called a served model, when, on which data, with what result",
-        description=CALLS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "who called a served model, when, on which data, with what result",
+        CALLS_HELP,
+        "the served model's name",
     )
-    parser.add_argument("model", metavar="MODEL", help="the served model's name")
     parser.add_argument(
         "--since",
         metavar="WHEN",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -11,6 +12,28 @@ from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.loading import discover_spec_files, load_catalog
 
 DEMO_ROWS_ENV = "ML_PLATFORM_DEMO_ROWS"
+
+
+def model_command(
+    commands: argparse._SubParsersAction, name: str, summary: str, text: str, model_help: str
+) -> argparse.ArgumentParser:
+    """Add a command acting on one model: its MODEL positional, its help text shown as written.
+
+    Args:
+        commands: The ``ml-platform`` subcommands.
+        name: The command's name.
+        summary: The one line ``ml-platform --help`` shows.
+        text: The command's own ``--help`` text.
+        model_help: The help of the MODEL positional.
+
+    Returns:
+        The command's parser, for its options.
+    """
+    parser = commands.add_parser(
+        name, help=summary, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", metavar="MODEL", help=model_help)
+    return parser
 
 
 def prepare_environment(rows: int | None = None) -> Path:

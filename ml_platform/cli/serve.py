@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ml_platform.cli.common import catalog_with, passive_thread_waits
+from ml_platform.cli.common import catalog_with, model_command, passive_thread_waits
 from ml_platform.cli.output import echo
 
 SERVE_HELP = """\
@@ -41,13 +41,13 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     Args:
         commands: The root parser's subcommands.
     """
-    serve = commands.add_parser(
+    serve = model_command(
+        commands,
         "serve",
-        help="serve a model's predictions over HTTP (champion and canary, audited)",
-        description=SERVE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "serve a model's predictions over HTTP (champion and canary, audited)",
+        SERVE_HELP,
+        "the model's name, as its spec's `name`",
     )
-    serve.add_argument("model", metavar="MODEL", help="the model's name, as its spec's `name`")
     serve.add_argument(
         "--host",
         default="127.0.0.1",

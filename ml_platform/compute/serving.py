@@ -27,7 +27,6 @@ import argparse
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from ml_platform.compute.kubernetes import (
     SPOT_TOLERATIONS,
 )
 from ml_platform.compute.profiles import ComputeProfile, load_profiles, parse_quantity
+from ml_platform.compute.serving_settings import ServingSettings, settings_from_values
 
 MODEL_LABEL = "ml-platform/model"
 CONTAINER_NAME = "serve"
@@ -53,121 +53,6 @@ API_KEYS_ENV = "ML_PLATFORM_SERVING_API_KEYS_FILE"
 JOURNAL_ENV = "ML_PLATFORM_SERVING_JOURNAL_DIR"
 JOURNAL_FSYNC_ENV = "ML_PLATFORM_SERVING_JOURNAL_FSYNC"
 RUN_AS = 10001  # the Dockerfile's numeric non-root user and group
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """The deployment's settings for prediction services (the Helm values' ``serving:`` block).
-
-    Attributes:
-        namespace: the namespace of the services (the code location's).
-        image: the container image, ``repository:tag``; the code location's image by default, so
-            the service runs the same code and specs as the training that made its model.
-        image_pull_policy: ``IfNotPresent``, ``Always`` or ``Never``.
-        port: the container port the service listens on (``--port``).
-        service_port: the port of the Kubernetes Service.
-        env: extra literal environment variables.
-        env_config_maps: ConfigMaps whose keys become env vars (MLflow, Feast, data locations).
-        env_secrets: Secrets whose keys become env vars (the audit database URL, credentials).
-        compute_profiles_config_map: the ConfigMap holding ``compute-profiles.yaml``, mounted at
-            ``/etc/ml-platform`` as in the code location (specs are checked against it), or None.
-        api_keys_secret: the Secret with key ``api-keys`` (one ``name:key`` per line), mounted as
-            a file the service reads (``ML_PLATFORM_SERVING_API_KEYS_FILE``).
-        journal_size_limit: the size of the call journal volume.
-        durable_journal: False: the journal is an ``emptyDir`` (survives a container restart, not
-            the pod); True: a StatefulSet with one PersistentVolumeClaim per replica, which a
-            replaced pod finds again and replays, and every call synced to it before its answer
-            (``ML_PLATFORM_SERVING_JOURNAL_FSYNC=always``).
-        journal_storage_class: the StorageClass of those claims (None: the cluster's default).
-        target_cpu_utilization: the autoscaler's average CPU utilization target, in percent.
-        termination_grace_period_seconds: time between SIGTERM and SIGKILL: the preStop pause,
-            finishing requests in flight, and flushing the journal to the audit database.
-        pre_stop_sleep_seconds: pause before SIGTERM, so that endpoints stop routing to the pod
-            before it stops accepting connections.
-        refresh_seconds: how often the service polls MLflow for alias and share changes.
-    """
-
-    image: str
-    namespace: str = "ml-platform"
-    image_pull_policy: str = "IfNotPresent"
-    port: int = 8080
-    service_port: int = 80
-    env: Mapping[str, str] = field(default_factory=dict)
-    env_config_maps: Sequence[str] = ("ml-platform-config",)
-    env_secrets: Sequence[str] = ("ml-platform-secrets",)
-    compute_profiles_config_map: str | None = "ml-platform-compute-profiles"
-    api_keys_secret: str = "ml-platform-serving-api-keys"
-    journal_size_limit: str = "1Gi"
-    durable_journal: bool = False
-    journal_storage_class: str | None = None
-    target_cpu_utilization: int = 70
-    termination_grace_period_seconds: int = 70
-    pre_stop_sleep_seconds: int = 5
-    refresh_seconds: int = 5
-
-
-def settings_from_values(values: Mapping[str, Any]) -> ServingSettings:
-    """The serving settings of a Helm values document (its ``serving:`` block).
-
-    The image defaults to the first code location of ``dagster-user-deployments.deployments``.
-
-    Args:
-        values: the parsed ``deploy/helm/values.yaml``.
-
-    Returns:
-        The settings, with the defaults of :class:`ServingSettings` for keys left out.
-
-    Raises:
-        ValueError: the block names an unknown key, or no image can be found; the message says
-            which key and what is expected.
-    """
-    block = dict(values.get("serving") or {})
-    keys = {
-        "namespace": "namespace",
-        "imagePullPolicy": "image_pull_policy",
-        "port": "port",
-        "servicePort": "service_port",
-        "env": "env",
-        "envConfigMaps": "env_config_maps",
-        "envSecrets": "env_secrets",
-        "computeProfilesConfigMap": "compute_profiles_config_map",
-        "apiKeysSecret": "api_keys_secret",
-        "targetCPUUtilizationPercentage": "target_cpu_utilization",
-        "terminationGracePeriodSeconds": "termination_grace_period_seconds",
-        "preStopSleepSeconds": "pre_stop_sleep_seconds",
-        "refreshSeconds": "refresh_seconds",
-    }
-    journal_keys = {
-        "sizeLimit": "journal_size_limit",
-        "durable": "durable_journal",
-        "storageClassName": "journal_storage_class",
-    }
-    unknown = sorted(set(block) - set(keys) - {"image", "journal"})
-    journal = dict(block.get("journal") or {})
-    unknown += [f"journal.{k}" for k in sorted(set(journal) - set(journal_keys))]
-    if unknown:
-        raise ValueError(
-            f"serving: unknown keys {', '.join(unknown)}; allowed: "
-            f"{', '.join([*keys, 'image', *(f'journal.{k}' for k in journal_keys)])}"
-        )
-    image = block.get("image") or _code_location_image(values)
-    if not image or not image.get("repository") or not image.get("tag"):
-        raise ValueError(
-            "serving.image: set repository and tag, or give dagster-user-deployments.deployments "
-            "an image for the service to share"
-        )
-    arguments: dict[str, Any] = {keys[k]: v for k, v in block.items() if k in keys}
-    arguments |= {journal_keys[k]: v for k, v in journal.items()}
-    for key in ("env_config_maps", "env_secrets"):
-        if key in arguments:
-            arguments[key] = tuple(arguments[key])
-    arguments.setdefault("image_pull_policy", image.get("pullPolicy", "IfNotPresent"))
-    return ServingSettings(image=f"{image['repository']}:{image['tag']}", **arguments)
-
-
-def _code_location_image(values: Mapping[str, Any]) -> dict[str, Any] | None:
-    deployments = (values.get("dagster-user-deployments") or {}).get("deployments") or []
-    return deployments[0].get("image") if deployments else None
 
 
 def resource_name(model: str) -> str:
@@ -344,6 +229,37 @@ def _workload_spec(
 def _pod_spec(
     model: str, profile: ComputeProfile, settings: ServingSettings, selector: Mapping[str, str]
 ) -> dict[str, Any]:
+    volumes, mounts = _volumes(settings)
+    container = _container(model, profile, settings, mounts)
+    pod: dict[str, Any] = {
+        # The service never calls the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        # Replicas on different nodes where possible: one node lost takes one replica.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": dict(selector)},
+            }
+        ],
+    }
+    pod.update(_placement(profile))
+    return pod
+
+
+def _volumes(settings: ServingSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the container's mounts of them."""
     volumes: list[dict[str, Any]] = [
         {
             "name": "api-keys",
@@ -375,7 +291,12 @@ def _pod_spec(
             }
         )
         mounts.append({"name": "compute-profiles", "mountPath": PROFILES_DIR, "readOnly": True})
-    env = [
+    return volumes, mounts
+
+
+def _environment(profile: ComputeProfile, settings: ServingSettings) -> list[dict[str, Any]]:
+    """The container's environment variables."""
+    return [
         {"name": "ML_PLATFORM_DEPLOYMENT", "value": "k8s"},
         {"name": API_KEYS_ENV, "value": f"{API_KEYS_DIR}/{API_KEYS_KEY}"},
         {"name": JOURNAL_ENV, "value": JOURNAL_DIR},
@@ -387,10 +308,16 @@ def _pod_spec(
         {"name": "OMP_NUM_THREADS", "value": str(max(1, math.floor(parse_quantity(profile.cpu))))},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
     ]
+
+
+def _container(
+    model: str, profile: ComputeProfile, settings: ServingSettings, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The service's container: ``ml-platform serve``, its probes, resources and mounts."""
     env_from = [{"configMapRef": {"name": n}} for n in settings.env_config_maps] + [
         {"secretRef": {"name": n}} for n in settings.env_secrets
     ]
-    container: dict[str, Any] = {
+    return {
         "name": CONTAINER_NAME,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -407,7 +334,7 @@ def _pod_spec(
             str(settings.refresh_seconds),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": settings.port, "protocol": "TCP"}],
-        "env": env,
+        "env": _environment(profile, settings),
         "envFrom": env_from,
         "resources": _resources(profile),
         "volumeMounts": mounts,
@@ -426,31 +353,6 @@ def _pod_spec(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    pod: dict[str, Any] = {
-        # The service never calls the Kubernetes API.
-        "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": volumes,
-        # Replicas on different nodes where possible: one node lost takes one replica.
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": dict(selector)},
-            }
-        ],
-    }
-    pod.update(_placement(profile))
-    return pod
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ class for multiclass, a number in the label's units for regression. These models
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -161,70 +162,108 @@ def api_models(spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog) ->
     Returns:
         The models, named ``<Model>Entity``, ``<Model>Request``, ``<Model>Prediction``...
     """
-    from pydantic import BaseModel, ConfigDict, Field, create_model
-
     prefix = class_prefix(spec.name)
-    forbid = ConfigDict(extra="forbid")
     keys = entity_types(resolved, catalog)
     _, label_source = catalog.sources()[spec.label.source]
     request_types = {name: label_source.columns[name] for name in resolved.request}
     by_view = view_join_keys(resolved, catalog)
     view_of = {k: [v for v, view_keys in by_view.items() if k in view_keys] for k in keys}
 
-    entity_fields: dict[str, Any] = {
-        key: (
-            PYTHON_TYPES.get(kind, str),
-            Field(description=f"Join key ({kind}) of the feature views {view_of[key]}."),
-        )
-        for key, kind in keys.items()
-    }
-    entity = create_model(
+    entity = _columns_model(
         f"{prefix}Entity",
-        __config__=forbid,
-        __doc__=f"The entity scored by '{spec.name}': its join keys in the online store.",
-        **entity_fields,
+        f"The entity scored by '{spec.name}': its join keys in the online store.",
+        keys,
+        lambda key, kind: f"Join key ({kind}) of the feature views {view_of[key]}.",
     )
-    feature_fields: dict[str, Any] = {
-        name: (
-            PYTHON_TYPES.get(kind, str),
-            Field(description=f"Request-time feature ({kind}), a column of '{label_source.name}'."),
-        )
-        for name, kind in request_types.items()
-    }
-    features = create_model(
+    features = _columns_model(
         f"{prefix}RequestFeatures",
-        __config__=forbid,
-        __doc__=f"The request-time features of '{spec.name}', known when the call is made.",
-        **feature_fields,
+        f"The request-time features of '{spec.name}', known when the call is made.",
+        request_types,
+        lambda _, kind: f"Request-time feature ({kind}), a column of '{label_source.name}'.",
     )
+    id_columns = identifier_columns(spec, catalog, list(keys))
+    ids = _identifiers_model(prefix, {name: label_source.columns[name] for name in id_columns})
+    request = _request_model(spec, prefix, entity, features, ids, bool(request_types))
+    response = _response_model(spec, prefix)
+    batch_request, batch_response = _batch_models(spec, prefix, request, response)
+    return ApiModels(
+        entity=entity,
+        features=features,
+        ids=ids,
+        request=request,
+        response=response,
+        batch_request=batch_request,
+        batch_response=batch_response,
+        error=_error_model(),
+        entity_types=keys,
+        feature_types=request_types,
+    )
+
+
+def _columns_model(
+    name: str, doc: str, columns: dict[str, str], describe: Callable[[str, str], str]
+) -> type[BaseModel]:
+    """A model refusing unknown fields, one required field per column typed by its kind."""
+    from pydantic import ConfigDict, Field, create_model
+
+    fields: dict[str, Any] = {
+        column: (PYTHON_TYPES.get(kind, str), Field(description=describe(column, kind)))
+        for column, kind in columns.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
+
+
+def _identifiers_model(prefix: str, columns: dict[str, str]) -> type[BaseModel]:
+    """The optional identifiers of a call, by column -> kind (other fields are kept too)."""
+    from pydantic import ConfigDict, Field, create_model
+
     id_fields: dict[str, Any] = {
         name: (
-            PYTHON_TYPES.get(label_source.columns[name], str) | None,
+            PYTHON_TYPES.get(kind, str) | None,
             Field(default=None, description=f"Identifier of the scored row ({name})."),
         )
-        for name in identifier_columns(spec, catalog, list(keys))
+        for name, kind in columns.items()
     }
-    ids = create_model(
+    return create_model(
         f"{prefix}Identifiers",
         __config__=ConfigDict(extra="allow"),
         __doc__="Optional identifiers recorded with the call, to join labels with it later.",
         **id_fields,
     )
+
+
+def _request_model(
+    spec: ModelSpec,
+    prefix: str,
+    entity: type[BaseModel],
+    features: type[BaseModel],
+    ids: type[BaseModel],
+    has_features: bool,
+) -> type[BaseModel]:
+    """One call: the entity, its request-time features (optional when there are none), ids."""
+    from pydantic import ConfigDict, Field, create_model
+
     features_field: Any = (
         Field(description="The request-time features.")
-        if feature_fields
+        if has_features
         else Field(default_factory=features, description="No request-time features.")
     )
-    request = create_model(
+    return create_model(
         f"{prefix}Request",
-        __config__=forbid,
+        __config__=ConfigDict(extra="forbid"),
         __doc__=f"One call of '{spec.name}': the entity, its request-time features, identifiers.",
         entity=(entity, Field(description="The entity's join keys.")),
         features=(features, features_field),
         ids=(ids, Field(default_factory=ids, description="Optional identifiers.")),
     )
+
+
+def _response_model(spec: ModelSpec, prefix: str) -> type[BaseModel]:
+    """One answer: the call's id, the model, the version and role that answered, the prediction."""
+    from pydantic import Field, create_model
+
     prediction_type, prediction_field = _prediction_field(spec)
-    response = create_model(
+    return create_model(
         f"{prefix}Prediction",
         __doc__=f"The answer of '{spec.name}' for one call.",
         request_id=(str, Field(description="The call's id in the call trail (uuid4 hex).")),
@@ -236,9 +275,17 @@ def api_models(spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog) ->
         ),
         prediction=(prediction_type, prediction_field),
     )
+
+
+def _batch_models(
+    spec: ModelSpec, prefix: str, request: type[BaseModel], response: type[BaseModel]
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The batch request (a list of calls) and its answer (a list of answers)."""
+    from pydantic import ConfigDict, Field, create_model
+
     batch_request = create_model(
         f"{prefix}BatchRequest",
-        __config__=forbid,
+        __config__=ConfigDict(extra="forbid"),
         __doc__=f"Several calls of '{spec.name}' at once; each is its own call in the trail.",
         instances=(
             list[request],  # pyright: ignore[reportInvalidTypeForm]
@@ -253,6 +300,12 @@ def api_models(spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog) ->
             Field(description="The answers."),
         ),
     )
+    return batch_request, batch_response
+
+
+def _error_model() -> type[BaseModel]:
+    """The body of an error: why the call failed, and its id in the call trail."""
+    from pydantic import BaseModel, Field
 
     class ErrorBody(BaseModel):
         """Why a call failed, and its id in the call trail."""
@@ -263,15 +316,4 @@ def api_models(spec: ModelSpec, resolved: ResolvedFeatures, catalog: Catalog) ->
             default=None, description="A batch's calls, one id per instance, in order."
         )
 
-    return ApiModels(
-        entity=entity,
-        features=features,
-        ids=ids,
-        request=request,
-        response=response,
-        batch_request=batch_request,
-        batch_response=batch_response,
-        error=ErrorBody,
-        entity_types=keys,
-        feature_types=request_types,
-    )
+    return ErrorBody

@@ -124,8 +124,9 @@ def build_app(
     Raises:
         ApiKeyError: No usable API key (and anonymous calls are not allowed).
     """
-    from ml_platform.serving.app import PredictionService, create_app
+    from ml_platform.serving.app import create_app
     from ml_platform.serving.journal import CallTrail
+    from ml_platform.serving.service import PredictionService
 
     keys = load_api_keys(allow_anonymous=options.allow_anonymous)
     trail = CallTrail(settings.audit_url, journal_dir(settings, model), fsync=journal_fsync())

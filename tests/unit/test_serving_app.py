@@ -15,20 +15,9 @@ from ml_platform.serving.auth import API_KEYS_ENV
 from ml_platform.serving.calls import query_calls
 from ml_platform.serving.server import ServeOptions, build_app
 from ml_platform.spec.loading import load_project
+from tests.unit.serving_examples import CALL, MODEL, PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MODEL = "fraud_detection"
 KEY = "k" * 24
-CALL = {
-    "entity": {"customer_id": 7, "merchant_id": 3},
-    "features": {
-        "amount": 12.5,
-        "hour_of_day": 3,
-        "is_international": 0,
-        "channel": "card",
-        "merchant_category": "grocery",
-    },
-}
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")

@@ -27,13 +27,12 @@ from ml_platform.compute.serving import (
     JOURNAL_ENV,
     JOURNAL_FSYNC_ENV,
     RUN_AS,
-    ServingSettings,
     main,
     model_manifests,
     resource_name,
     serving_manifests,
-    settings_from_values,
 )
+from ml_platform.compute.serving_settings import ServingSettings, settings_from_values
 from ml_platform.serving.server import journal_fsync
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
@@ -11,19 +9,7 @@ from ml_platform.serving.metrics import ServingMetrics
 from ml_platform.serving.schema import api_models, class_prefix
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.loading import load_project
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MODEL = "fraud_detection"
-CALL = {
-    "entity": {"customer_id": 7, "merchant_id": 3},
-    "features": {
-        "amount": 12.5,
-        "hour_of_day": 3,
-        "is_international": 0,
-        "channel": "card",
-        "merchant_category": "grocery",
-    },
-}
+from tests.unit.serving_examples import CALL, MODEL, PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
