@@ -1,20 +1,39 @@
 """A small lending data set with external sources (no generator), for gate tests.
 
-Tests rewrite its parquet files to inject bad data and its spec to change the model.
+Tests rewrite its parquet files to inject bad data and its spec to change the model;
+``trained_world`` trains it once in a fresh home for the module-scoped e2e fixtures.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from ml_platform.core.settings import PlatformSettings
+from ml_platform.definitions import build_definitions
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "loan_default"
+CLEARED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "ML_PLATFORM_DATA_ROOT",
+    "ML_PLATFORM_SPEC_PATH",
+    "ML_PLATFORM_DEPLOYMENT",
+    "ML_PLATFORM_AUDIT_URL",
+    "ML_PLATFORM_ALERT_WEBHOOK",
+    "ML_PLATFORM_ALERT_HANDLER",
+)
 FEATURES: dict[str, Any] = {
     "kind": "features",
     "name": "lending",
@@ -117,6 +136,21 @@ def good_frames(rows: int = 3000, seed: int = 0) -> dict[str, pd.DataFrame]:
     return {"bureau_reports": bureau, "loan_outcomes": outcomes}
 
 
+def features_with_label_time(column: str) -> dict[str, Any]:
+    """``FEATURES`` with ``column``, when a loan's outcome became known, on the loan outcomes."""
+    features = copy.deepcopy(FEATURES)
+    features["sources"][1]["columns"][column] = "timestamp"
+    return features
+
+
+def frames_with_label_time(column: str, delay: timedelta) -> dict[str, pd.DataFrame]:
+    """``good_frames()`` whose loan outcomes became known (``column``) ``delay`` after applying."""
+    frames = good_frames()
+    outcomes = frames["loan_outcomes"]
+    frames["loan_outcomes"] = outcomes.assign(**{column: outcomes["applied_at"] + delay})
+    return frames
+
+
 def write_frames(settings: PlatformSettings, frames: dict[str, pd.DataFrame]) -> None:
     directory = Path(settings.data_path("lending"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -145,3 +179,52 @@ def bad_frames(case: str) -> dict[str, pd.DataFrame]:
 
 
 BAD_CASES = ("null_labels", "out_of_range_labels", "too_few_rows", "duplicated_key", "single_class")
+
+
+@dataclass
+class TrainedWorld:
+    """The loans model trained once: its definitions, instance, settings and source frames."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    settings: PlatformSettings
+    frames: dict[str, pd.DataFrame]
+
+
+@contextmanager
+def trained_world(
+    root: Path,
+    *,
+    frames: dict[str, pd.DataFrame] | None = None,
+    feature_spec: dict[str, Any] | None = None,
+    **spec_changes: Any,
+) -> Iterator[TrainedWorld]:
+    """Train the loans model once in a fresh ML_PLATFORM_HOME under ``root`` (env restored after).
+
+    Args:
+        root: A temporary directory; the home and the specs are written under it.
+        frames: The label and feature sources to write (``good_frames()`` when omitted).
+        feature_spec: The features spec to write instead of ``FEATURES``.
+        **spec_changes: Top-level changes to the model spec (``model_spec``).
+
+    Yields:
+        The trained world, its ephemeral Dagster instance open until the context exits.
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        home = root / "home"
+        (home / "dagster").mkdir(parents=True)
+        monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+        for name in CLEARED_ENV:
+            monkeypatch.delenv(name, raising=False)
+        spec_dir = write_specs(root / "specs", **spec_changes)
+        if feature_spec is not None:
+            (spec_dir / "features.yaml").write_text(yaml.safe_dump(feature_spec, sort_keys=False))
+        settings = PlatformSettings.from_env()
+        frames = good_frames() if frames is None else frames
+        write_frames(settings, frames)
+        defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
+        with dg.DagsterInstance.ephemeral() as instance:
+            training = defs.resolve_job_def(f"{MODEL}_training")
+            assert training.execute_in_process(instance=instance).success
+            yield TrainedWorld(defs, instance, settings, frames)

@@ -32,18 +32,13 @@ from ml_platform.lifecycle.records import TAG_EVALUATION, StepContext
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.spec.catalog import Catalog
 from ml_platform.spec.loading import load_project
+from tests.e2e import loans
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud_detection"
 ROWS = "20000"
 CLEARED_ENV = (
-    "MLFLOW_TRACKING_URI",
-    "ML_PLATFORM_DATA_ROOT",
-    "ML_PLATFORM_SPEC_PATH",
-    "ML_PLATFORM_DEPLOYMENT",
-    "ML_PLATFORM_AUDIT_URL",
-    "ML_PLATFORM_ALERT_WEBHOOK",
-    "ML_PLATFORM_ALERT_HANDLER",
+    *loans.CLEARED_ENV,
     "ML_PLATFORM_SERVING_API_KEYS",
     "ML_PLATFORM_SERVING_API_KEYS_FILE",
     "ML_PLATFORM_SERVING_JOURNAL_DIR",

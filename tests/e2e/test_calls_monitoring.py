@@ -20,28 +20,21 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ml_platform.core.settings import PlatformSettings
-from ml_platform.definitions import build_definitions
 from ml_platform.lifecycle.records import DriftReportRecord, current_drift_report
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.serving.calls import CallRecord, entity_key, features_hash, query_calls
 from ml_platform.serving.journal import CallTrail
 from tests.e2e import loans
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = loans.MODEL
 DRIFT_REPORT = dg.AssetKey([MODEL, "drift_report"])
 INPUTS = ["amount", "credit_score", "debt_ratio"]
 
 
 @dataclass
-class World:
-    """The trained loans model, its definitions, instance and settings."""
+class World(loans.TrainedWorld):
+    """The trained loans model and the directory of the call trail's journal."""
 
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
-    settings: PlatformSettings
-    base: dict[str, pd.DataFrame]
     journal: Path
 
 
@@ -49,40 +42,20 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The loans model trained once; its monitoring judges the service's calls."""
     root = tmp_path_factory.mktemp("calls_monitoring")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        home = root / "home"
-        (home / "dagster").mkdir(parents=True)
-        monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-        for name in (
-            "MLFLOW_TRACKING_URI",
-            "ML_PLATFORM_DATA_ROOT",
-            "ML_PLATFORM_AUDIT_URL",
-            "ML_PLATFORM_SPEC_PATH",
-            "ML_PLATFORM_DEPLOYMENT",
-            "ML_PLATFORM_ALERT_WEBHOOK",
-            "ML_PLATFORM_ALERT_HANDLER",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        spec_dir = loans.write_specs(
-            root / "specs",
-            model={"flavor": "xgboost", "params": {"n_estimators": 40}},
-            monitoring={"source": "calls", "window": "1h", "retrain_on": {"drift_share": 0.5}},
+    with loans.trained_world(
+        root,
+        model={"flavor": "xgboost", "params": {"n_estimators": 40}},
+        monitoring={"source": "calls", "window": "1h", "retrain_on": {"drift_share": 0.5}},
+    ) as trained:
+        yield World(
+            trained.defs, trained.instance, trained.settings, trained.frames, root / "journal"
         )
-        settings = PlatformSettings.from_env()
-        base = loans.good_frames()
-        loans.write_frames(settings, base)
-        defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
-        with dg.DagsterInstance.ephemeral() as instance:
-            training = defs.resolve_job_def(f"{MODEL}_training")
-            assert training.execute_in_process(instance=instance).success
-            yield World(defs, instance, settings, base, root / "journal")
 
 
 def served_rows(world: World, count: int, seed: int, shifted: bool) -> pd.DataFrame:
     """Loans of the label source with the features a service would have served for them."""
-    outcomes = world.base["loan_outcomes"].sample(count, random_state=seed)
-    bureau = world.base["bureau_reports"].set_index("applicant_id")
+    outcomes = world.frames["loan_outcomes"].sample(count, random_state=seed)
+    bureau = world.frames["bureau_reports"].set_index("applicant_id")
     rows = outcomes[["loan_id", "applicant_id", "amount"]].join(
         bureau[["credit_score", "debt_ratio"]], on="applicant_id"
     )

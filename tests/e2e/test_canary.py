@@ -12,23 +12,20 @@ is rolled back with the broken bounds as reasons.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from assets.keys import CANARY_DECISION_TAG, FORCE_RETRAIN_TAG
 from ml_platform.core.audit import AuditLog
 from ml_platform.core.settings import PlatformSettings
-from ml_platform.definitions import build_definitions
 from ml_platform.lifecycle.champion_audit import check_champion
 from ml_platform.registry.client import ModelRegistry
 from ml_platform.serving.calls import CallRecord, entity_key
@@ -37,7 +34,6 @@ from tests.e2e import loans
 
 pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = loans.MODEL
 DEPLOYMENT = dg.AssetKey([MODEL, "deployment"])
 DECIDED = "decided_at"
@@ -59,66 +55,35 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The loans model trained twice on the same data (its own ML_PLATFORM_HOME)."""
-    root = tmp_path_factory.mktemp("canary")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        home = root / "home"
-        (home / "dagster").mkdir(parents=True)
-        monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-        for name in (
-            "MLFLOW_TRACKING_URI",
-            "ML_PLATFORM_DATA_ROOT",
-            "ML_PLATFORM_SPEC_PATH",
-            "ML_PLATFORM_DEPLOYMENT",
-            "ML_PLATFORM_AUDIT_URL",
-            "ML_PLATFORM_ALERT_WEBHOOK",
-            "ML_PLATFORM_ALERT_HANDLER",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        spec_dir = loans.write_specs(
-            root / "specs",
-            model={"flavor": "xgboost", "params": {"n_estimators": 40}},
-            label={
-                "source": "loan_outcomes",
-                "column": "defaulted",
-                "available_at_column": DECIDED,
-            },
-            serving={
-                "canary": {
-                    "traffic_share": 0.2,
-                    "min_calls": MIN_CALLS,
-                    "min_duration": "0m",
-                    "max_error_rate": 0.02,
-                    "max_prediction_shift": 0.25,
-                }
-            },
+    frames = loans.frames_with_label_time(DECIDED, timedelta(days=20))
+    with loans.trained_world(
+        tmp_path_factory.mktemp("canary"),
+        frames=frames,
+        feature_spec=loans.features_with_label_time(DECIDED),
+        model={"flavor": "xgboost", "params": {"n_estimators": 40}},
+        label={"source": "loan_outcomes", "column": "defaulted", "available_at_column": DECIDED},
+        serving={
+            "canary": {
+                "traffic_share": 0.2,
+                "min_calls": MIN_CALLS,
+                "min_duration": "0m",
+                "max_error_rate": 0.02,
+                "max_prediction_shift": 0.25,
+            }
+        },
+    ) as trained:
+        forced = trained.defs.resolve_job_def(f"{MODEL}_training").execute_in_process(
+            instance=trained.instance, tags={FORCE_RETRAIN_TAG: "true"}
         )
-        features = copy.deepcopy(loans.FEATURES)
-        features["sources"][1]["columns"][DECIDED] = "timestamp"
-        (spec_dir / "features.yaml").write_text(yaml.safe_dump(features, sort_keys=False))
-        settings = PlatformSettings.from_env()
-        frames = loans.good_frames()
-        outcomes = frames["loan_outcomes"]
-        frames["loan_outcomes"] = outcomes.assign(
-            **{DECIDED: outcomes["applied_at"] + pd.Timedelta(days=20)}
+        assert forced.success
+        yield World(
+            trained.defs,
+            trained.instance,
+            trained.settings,
+            ModelRegistry.for_settings(trained.settings),
+            AuditLog(trained.settings.audit_url),
+            frames["loan_outcomes"],
         )
-        loans.write_frames(settings, frames)
-        defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
-        with dg.DagsterInstance.ephemeral() as instance:
-            training = defs.resolve_job_def(f"{MODEL}_training")
-            assert training.execute_in_process(instance=instance).success
-            forced = training.execute_in_process(
-                instance=instance, tags={FORCE_RETRAIN_TAG: "true"}
-            )
-            assert forced.success
-            yield World(
-                defs,
-                instance,
-                settings,
-                ModelRegistry.for_settings(settings),
-                AuditLog(settings.audit_url),
-                frames["loan_outcomes"],
-            )
 
 
 def record_calls(

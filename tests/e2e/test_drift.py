@@ -10,10 +10,9 @@ insufficient data, never drift.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,78 +20,38 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from ml_platform.core.audit import AuditLog
-from ml_platform.core.settings import PlatformSettings
-from ml_platform.definitions import build_definitions
 from ml_platform.lifecycle.records import DriftReportRecord, current_drift_report
 from ml_platform.lifecycle.reference import reference_root
 from ml_platform.registry.client import ModelRegistry
 from tests.e2e import loans
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = loans.MODEL
 DRIFT_REPORT = dg.AssetKey([MODEL, "drift_report"])
 PREDICTIONS = dg.AssetKey([MODEL, "predictions"])
 INPUTS = {"credit_score", "debt_ratio", "amount"}
 DECIDED = "decided_at"  # when a loan's outcome (the label) became known
-LABEL_DELAY = pd.Timedelta(days=20)
+LABEL_DELAY = timedelta(days=20)
 NOT_YET = pd.Timestamp("2100-01-01", tz="UTC")
 TRAINING_START = pd.Timestamp("2025-01-01", tz="UTC")  # loans.good_frames: 300 days from here
 
 
-@dataclass
-class World:
-    """The trained loans model, its definitions, instance and settings."""
-
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
-    settings: PlatformSettings
-    base: dict[str, pd.DataFrame]
+World = loans.TrainedWorld
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The loans model trained once on undrifted data (its own ML_PLATFORM_HOME)."""
-    root = tmp_path_factory.mktemp("drift")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        home = root / "home"
-        (home / "dagster").mkdir(parents=True)
-        monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-        for name in (
-            "MLFLOW_TRACKING_URI",
-            "ML_PLATFORM_DATA_ROOT",
-            "ML_PLATFORM_SPEC_PATH",
-            "ML_PLATFORM_DEPLOYMENT",
-            "ML_PLATFORM_ALERT_WEBHOOK",
-            "ML_PLATFORM_ALERT_HANDLER",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        spec_dir = loans.write_specs(
-            root / "specs",
-            model={"flavor": "xgboost", "params": {"n_estimators": 40}},
-            label={
-                "source": "loan_outcomes",
-                "column": "defaulted",
-                "available_at_column": DECIDED,
-            },
-            monitoring={"retrain_on": {"drift_share": 0.5}},
-        )
-        features = copy.deepcopy(loans.FEATURES)
-        features["sources"][1]["columns"][DECIDED] = "timestamp"
-        (spec_dir / "features.yaml").write_text(yaml.safe_dump(features, sort_keys=False))
-        settings = PlatformSettings.from_env()
-        base = loans.good_frames()
-        outcomes = base["loan_outcomes"]
-        base["loan_outcomes"] = outcomes.assign(**{DECIDED: outcomes["applied_at"] + LABEL_DELAY})
-        loans.write_frames(settings, base)
-        defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
-        with dg.DagsterInstance.ephemeral() as instance:
-            training = defs.resolve_job_def(f"{MODEL}_training")
-            assert training.execute_in_process(instance=instance).success
-            yield World(defs, instance, settings, base)
+    with loans.trained_world(
+        tmp_path_factory.mktemp("drift"),
+        frames=loans.frames_with_label_time(DECIDED, LABEL_DELAY),
+        feature_spec=loans.features_with_label_time(DECIDED),
+        model={"flavor": "xgboost", "params": {"n_estimators": 40}},
+        label={"source": "loan_outcomes", "column": "defaulted", "available_at_column": DECIDED},
+        monitoring={"retrain_on": {"drift_share": 0.5}},
+    ) as trained:
+        yield trained
 
 
 def window_start(day: int) -> pd.Timestamp:
@@ -185,7 +144,7 @@ def test_the_reference_is_stored_with_the_version(world: World, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_a_shifted_window_flags_the_shifted_features(world: World) -> None:
-    frames = window_frames(world.base, 1500, seed=21, day=310, shifted=True)
+    frames = window_frames(world.frames, 1500, seed=21, day=310, shifted=True)
     alerts_before = audit_actions(world).count("alert")
     record, result = score_and_report(world, frames)
 
@@ -236,7 +195,7 @@ def test_a_shifted_window_flags_the_shifted_features(world: World) -> None:
 
 @pytest.mark.slow
 def test_a_window_from_the_training_distribution_does_not_drift(world: World) -> None:
-    frames = window_frames(world.base, 1500, seed=22, day=320, shifted=False)
+    frames = window_frames(world.frames, 1500, seed=22, day=320, shifted=False)
     alerts_before = audit_actions(world).count("alert")
     record, result = score_and_report(world, frames)
 
@@ -262,7 +221,7 @@ def test_a_window_from_the_training_distribution_does_not_drift(world: World) ->
 
 @pytest.mark.slow
 def test_a_50_row_window_is_insufficient_data_not_drift(world: World) -> None:
-    frames = window_frames(world.base, 50, seed=23, day=330, shifted=True)
+    frames = window_frames(world.frames, 50, seed=23, day=330, shifted=True)
     alerts_before = audit_actions(world).count("alert")
     record, result = score_and_report(world, frames)
 
