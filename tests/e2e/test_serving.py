@@ -169,9 +169,7 @@ def test_features_used_equal_the_offline_point_in_time_join(
 
     model = world.registry.load_model(MODEL, world.champion)
     expected = model.predict(offline)
-    service_calls = {
-        c.request_id: c for c in query_calls(world.settings.audit_url, MODEL, limit=100_000)
-    }
+    service_calls = calls_in_trail(world.settings.audit_url, [a["request_id"] for a in answers])
     nulls = 0
     for n, answer in enumerate(answers):
         record = service_calls.get(answer["request_id"])
@@ -276,6 +274,21 @@ def test_follows_the_champion_alias_without_a_restart(served: tuple[World, Servi
     service.wait_for(lambda b: b["champion"] == first and not b["reasons"], "the first again")
     assert service.predict(call["entity"], call["features"])["model_version"] == first
     assert service.alive()
+
+
+def calls_in_trail(url: str, request_ids: list[str]) -> dict[str, Any]:
+    """The trail's calls by request id, once ``request_ids`` are all there (a bounded wait).
+
+    The service answers once a call is journaled; the trail's writer moves it to the database
+    within its flush interval (0.2 s), later on a busy machine.
+    """
+    found: dict[str, Any] = {}
+    for _ in range(100):
+        found = {c.request_id: c for c in query_calls(url, MODEL, limit=100_000)}
+        if all(r in found for r in request_ids):
+            break
+        time.sleep(0.2)
+    return found
 
 
 def test_every_call_is_in_the_trail_with_its_caller_and_no_key_anywhere(
