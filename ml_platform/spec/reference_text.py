@@ -60,6 +60,13 @@ DESCRIPTIONS: dict[str, str] = {
     "retraining.schedule": "Cron of the training job; `null` for none.",
     "retraining.timezone": "The schedule's timezone.",
     "monitoring.timezone": "The schedule's timezone.",
+    "serving.canary.min_calls": (
+        "Calls the canary (and the champion) must have answered before a decision."
+    ),
+    "serving.canary.min_duration": "The shortest time a canary runs before it is promoted.",
+    "serving.canary.max_duration": "A canary still undecided after this long is rolled back.",
+    "serving.min_replicas": "The prediction service's fewest pods (its autoscaler's minimum).",
+    "serving.max_replicas": "The prediction service's most pods (its autoscaler's maximum).",
     "monitoring.columns.<column>.test": "The drift test (default: Evidently's choice).",
     "monitoring.columns.<column>.threshold": "The test's threshold (default: Evidently's).",
     "generator": "A function that writes the sources (examples, synthetic data).",
