@@ -492,6 +492,8 @@ class ModelRegistry:
 
     def champion_versions(self) -> dict[str, str]:
         """Every registered model's champion, in one search (``serving.champion_versions``)."""
+        if not serving.local_store_exists(self.model_registry_uri):
+            return {}  # before creating a client: MLflow's creates the SQLite file
         return serving.champion_versions(self.client, self.model_registry_uri)
 
     def set_champion(self, model_name: str, version: str) -> None:

@@ -76,6 +76,21 @@ def champion_version(client: MlflowClient, registry_uri: str, model_name: str) -
         ) from error
 
 
+def local_store_exists(registry_uri: str) -> bool:
+    """Whether the registry exists: False only for a local SQLite file not created yet.
+
+    Args:
+        registry_uri: The model registry URI.
+
+    Returns:
+        False for ``sqlite:///<path>`` with no file at the path, else True.
+    """
+    prefix = "sqlite:///"
+    return not (
+        registry_uri.startswith(prefix) and not Path(registry_uri.removeprefix(prefix)).exists()
+    )
+
+
 def champion_versions(client: MlflowClient, registry_uri: str) -> dict[str, str]:
     """Every registered model's ``champion`` alias, read in one search (not one per model).
 
@@ -93,9 +108,7 @@ def champion_versions(client: MlflowClient, registry_uri: str) -> dict[str, str]
         RegistryUnavailableError: MLflow could not answer (server down, auth, internal
             error): an unknown champion is never read as "no champion".
     """
-    prefix = "sqlite:///"
-    uri = registry_uri
-    if uri.startswith(prefix) and not Path(uri.removeprefix(prefix)).exists():
+    if not local_store_exists(registry_uri):
         return {}
     from mlflow.exceptions import MlflowException
 
@@ -112,11 +125,11 @@ def champion_versions(client: MlflowClient, registry_uri: str) -> dict[str, str]
             if not token:
                 return found
     except MlflowException as error:
-        shown = redact_url(uri)
+        shown = redact_url(registry_uri)
         raise RegistryUnavailableError(
             f"cannot list the '{CHAMPION_ALIAS}' aliases of the registered models from MLflow "
-            f"at {shown} ({error.error_code}: {error.message.replace(uri, shown)}); check that "
-            "the tracking server is up and the credentials are valid, then retry"
+            f"at {shown} ({error.error_code}: {error.message.replace(registry_uri, shown)}); "
+            "check that the tracking server is up and the credentials are valid, then retry"
         ) from error
 
 
