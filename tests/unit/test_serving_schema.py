@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import ValidationError
 
@@ -99,27 +101,28 @@ def samples(metrics: ServingMetrics) -> dict[tuple[str, tuple[str, ...]], float]
 
 
 def test_metrics_label_versions_and_drop_what_is_no_longer_served() -> None:
+    # A model name of its own: in prometheus_client's multiprocess mode (switched on for the
+    # whole process when PROMETHEUS_MULTIPROC_DIR is set, as it was in the full suite) a new
+    # labelled value starts from what any earlier registry counted for the same labels.
+    model = f"metrics_{uuid.uuid4().hex[:8]}"
     metrics = ServingMetrics()
-    # Counters compared by growth: in the full suite a fresh registry once showed a 401 counted
-    # twice (a value kept beyond the registry, e.g. by prometheus_client's multiprocess mode).
-    before = samples(metrics)
-    metrics.observe(MODEL, "1", "champion", 200, 0.004)
-    metrics.observe(MODEL, None, None, 401, 0.0001)
-    metrics.set_traffic(MODEL, [("1", "champion", 0.8), ("2", "canary", 0.2)])
-    metrics.set_refusals(MODEL, [("3", "gates")])
+    metrics.observe(model, "1", "champion", 200, 0.004)
+    metrics.observe(model, None, None, 401, 0.0001)
+    metrics.set_traffic(model, [("1", "champion", 0.8), ("2", "canary", 0.2)])
+    metrics.set_refusals(model, [("3", "gates")])
     shown = samples(metrics)
-    latency = ("ml_platform_serving_latency_seconds_count", (MODEL, "champion", "1"))
-    refused = ("ml_platform_serving_requests_total", (MODEL, "none", "401", "none"))
-    assert shown[latency] - before.get(latency, 0.0) == 1
-    assert shown[refused] - before.get(refused, 0.0) == 1
-    assert shown["ml_platform_serving_traffic_share", (MODEL, "canary", "2")] == 0.2
-    assert shown["ml_platform_serving_refused_version", (MODEL, "gates", "3")] == 1
-    metrics.set_traffic(MODEL, [("2", "champion", 1.0)])
-    metrics.set_refusals(MODEL, [])
+    latency = ("ml_platform_serving_latency_seconds_count", (model, "champion", "1"))
+    refused = ("ml_platform_serving_requests_total", (model, "none", "401", "none"))
+    assert shown[latency] == 1
+    assert shown[refused] == 1
+    assert shown["ml_platform_serving_traffic_share", (model, "canary", "2")] == 0.2
+    assert shown["ml_platform_serving_refused_version", (model, "gates", "3")] == 1
+    metrics.set_traffic(model, [("2", "champion", 1.0)])
+    metrics.set_refusals(model, [])
     shown = samples(metrics)
     shares = {k: v for k, v in shown.items() if k[0] == "ml_platform_serving_traffic_share"}
-    assert shares == {("ml_platform_serving_traffic_share", (MODEL, "champion", "2")): 1.0}
+    assert shares == {("ml_platform_serving_traffic_share", (model, "champion", "2")): 1.0}
     assert not [k for k in shown if k[0] == "ml_platform_serving_refused_version"]
     assert not samples(ServingMetrics()).get(  # each app has its own registry
-        ("ml_platform_serving_requests_total", (MODEL, "none", "401", "none"))
+        ("ml_platform_serving_requests_total", (model, "none", "401", "none"))
     )
