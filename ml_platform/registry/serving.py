@@ -65,9 +65,7 @@ def champion_version(client: MlflowClient, registry_uri: str, model_name: str) -
     except MlflowException as error:
         if is_missing_alias(error, CHAMPION_ALIAS):
             return None
-        shown = redact_url(registry_uri)
-        # MLflow's message repeats the URI, credentials included.
-        detail = error.message.replace(registry_uri, shown)
+        shown, detail = _redacted(registry_uri, error)
         raise RegistryUnavailableError(
             f"cannot read the '{CHAMPION_ALIAS}' alias of model '{model_name}' from MLflow at "
             f"{shown} ({error.error_code}: {detail}); "
@@ -125,10 +123,10 @@ def champion_versions(client: MlflowClient, registry_uri: str) -> dict[str, str]
             if not token:
                 return found
     except MlflowException as error:
-        shown = redact_url(registry_uri)
+        shown, detail = _redacted(registry_uri, error)
         raise RegistryUnavailableError(
             f"cannot list the '{CHAMPION_ALIAS}' aliases of the registered models from MLflow "
-            f"at {shown} ({error.error_code}: {error.message.replace(registry_uri, shown)}); "
+            f"at {shown} ({error.error_code}: {detail}); "
             "check that the tracking server is up and the credentials are valid, then retry"
         ) from error
 
@@ -156,7 +154,7 @@ def serving_state(client: MlflowClient, registry_uri: str, model_name: str) -> S
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return ServingState(champion=None, canary=None)
-        raise _unavailable(client, registry_uri, model_name, "serving state", error) from error
+        raise _unavailable(registry_uri, model_name, "serving state", error) from error
     aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
     tags = dict(model.tags or {})
     champion, canary = aliases.get(CHAMPION_ALIAS), aliases.get(CANARY_ALIAS)
@@ -223,12 +221,20 @@ def clear_canary(client: MlflowClient, model_name: str) -> None:
                     raise
 
 
+def _redacted(registry_uri: str, error: MlflowException) -> tuple[str, str]:
+    """The registry URI and MLflow's message, without credentials.
+
+    MLflow's message repeats the URI, credentials included.
+    """
+    shown = redact_url(registry_uri)
+    return shown, error.message.replace(registry_uri, shown)
+
+
 def _unavailable(
-    client: MlflowClient, registry_uri: str, model_name: str, what: str, error: MlflowException
+    registry_uri: str, model_name: str, what: str, error: MlflowException
 ) -> RegistryUnavailableError:
     """The error saying MLflow could not answer ``what`` (credentials redacted)."""
-    shown = redact_url(registry_uri)
-    detail = error.message.replace(registry_uri, shown)
+    shown, detail = _redacted(registry_uri, error)
     return RegistryUnavailableError(
         f"cannot read the {what} of model '{model_name}' from MLflow at {shown} "
         f"({error.error_code}: {detail}); check that the tracking server is up and the "
