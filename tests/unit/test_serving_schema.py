@@ -102,7 +102,7 @@ def samples(metrics: ServingMetrics) -> dict[tuple[str, tuple[str, ...]], float]
 
 def test_metrics_label_versions_and_drop_what_is_no_longer_served() -> None:
     # A model name of its own: in prometheus_client's multiprocess mode (switched on for the
-    # whole process when PROMETHEUS_MULTIPROC_DIR is set, as it was in the full suite) a new
+    # whole process when PROMETHEUS_MULTIPROC_DIR is set, as importing feast.metrics does) a new
     # labelled value starts from what any earlier registry counted for the same labels.
     model = f"metrics_{uuid.uuid4().hex[:8]}"
     metrics = ServingMetrics()
