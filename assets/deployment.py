@@ -15,6 +15,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
 
+from assets.jobs import scoped_asset_job
 from assets.keys import (
     DEPLOYMENT_ASSET,
     MODEL_TAG,
@@ -243,7 +244,7 @@ def build_start_canary_jobs(catalog: Catalog) -> list[Any]:
         The jobs.
     """
     return [
-        dg.define_asset_job(
+        scoped_asset_job(
             start_canary_job_name(name),
             selection=dg.AssetSelection.assets(model_key(name, DEPLOYMENT_ASSET)),
             config=deployment_run_config(name, "start_canary"),

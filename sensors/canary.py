@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.deployment import deployment_run_config
+from assets.jobs import sensor_target
 from assets.keys import (
     CANARY_DECISION_TAG,
     DEPLOYMENT_ASSET,
@@ -60,7 +61,7 @@ def build_canary_sensor(spec: ModelSpec, catalog: Catalog) -> dg.SensorDefinitio
 
     @dg.sensor(
         name=canary_sensor_name(name),
-        target=[key],
+        target=sensor_target(canary_sensor_name(name), [key]),
         minimum_interval_seconds=CANARY_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Promotes or rolls back a running canary of {name} from its live calls "

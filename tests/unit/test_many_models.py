@@ -11,7 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from dagster._core.execution.build_resources import wrap_resources_for_execution
 
+from assets.jobs import ScopedAssetJob
 from assets.keys import (
     DATA_GATE,
     MODEL_ASSETS,
@@ -106,6 +111,50 @@ def test_a_hundred_models_load_whole(
     for kind in one:
         assert many[kind] > one[kind], kind
         assert (many[kind] - one[kind]) % (MODELS - 1) == 0, (kind, one, many)
+
+
+def test_scoped_jobs_resolve_as_dagster_resolves_them(
+    platform_home: Path, many_models: tuple[Path, list[dict]]
+) -> None:
+    """Each model's job, resolved on its scope, is the job Dagster makes from the whole graph."""
+    spec_dir, documents = many_models
+    defs = build_definitions(PROJECT_ROOT, spec_path=str(spec_dir))
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    resources = wrap_resources_for_execution(repo.get_top_level_resources())
+    scoped = [job for job in defs.jobs or [] if isinstance(job, ScopedAssetJob)]
+    scoped += [
+        target.job_def
+        for sensor in repo.sensor_defs
+        for target in sensor.targets
+        if target.has_job_def and isinstance(target.job_def, ScopedAssetJob)
+    ]
+    # training, scoring, monitoring, start_canary and the canary sensor's job, per model
+    assert len(scoped) == 5 * len(documents)
+    for job in scoped:
+        ours = job.resolve(graph, None, resources)
+        dagsters = UnresolvedAssetJobDefinition.resolve(job, graph, None, resources)
+        assert ours.get_job_snapshot_id() == dagsters.get_job_snapshot_id(), job.name
+        for layer in (ours.asset_layer, dagsters.asset_layer):
+            assert layer.selected_asset_keys == dagsters.asset_layer.selected_asset_keys
+            assert layer.asset_graph.get_all_asset_keys() == (
+                dagsters.asset_layer.asset_graph.get_all_asset_keys()
+            )
+            assert layer.asset_graph.asset_check_keys == (
+                dagsters.asset_layer.asset_graph.asset_check_keys
+            )
+            assert layer.asset_graph.executable_asset_keys == (
+                dagsters.asset_layer.asset_graph.executable_asset_keys
+            )
+    # A run of part of a job (as the UI launches one) resolves on the scope alike.
+    name = documents[3]["name"]
+    training = repo.get_job(training_job_name(name))
+    part = {model_key(name, "model"), model_key(name, "evaluation")}
+    subset = training.get_subset(asset_selection=part)
+    assert subset.asset_layer.selected_asset_keys == part
+    assert {key for key in subset.asset_layer.asset_graph.asset_check_keys} >= {
+        key for key in graph.asset_check_keys if key.asset_key in part
+    }
 
 
 def test_each_override_job_overrides_its_own_model(
