@@ -11,7 +11,8 @@ numbers the platform defines per model (``tests/unit/test_many_models.py`` count
   a sensor's target), an op job (override), 2 schedules and 3 sensors.
 
 It is loaded as ``bench/load_time.py`` loads the platform: definitions, repository, every job
-resolved, the asset graph. No spec is read and no platform module is imported.
+resolved, the asset graph, with the collector's generations frozen around the build as the
+platform's ``defs()`` does. No spec is read and no platform module is imported.
 
 Usage: .venv/bin/python bench/dagster_floor.py --models 100 --what all
 """
@@ -19,6 +20,7 @@ Usage: .venv/bin/python bench/dagster_floor.py --models 100 --what all
 from __future__ import annotations
 
 import argparse
+import gc
 
 import dagster as dg
 from dagster import SensorEvaluationContext
@@ -135,7 +137,10 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--what", choices=("assets", "all"), default="all")
     args = parser.parse_args()
-    repo = build(args.models, args.what).get_repository_def()
+    gc.freeze()
+    definitions = build(args.models, args.what)
+    gc.freeze()
+    repo = definitions.get_repository_def()
     repo.get_all_jobs()
     repo.asset_graph  # noqa: B018 - building it is the point
 
