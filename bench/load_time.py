@@ -6,9 +6,10 @@ With ``--models N`` it is timed twice, with the shipped example alone (1 model) 
 copies of it (``examples/many_models.py``) on ``ML_PLATFORM_SPEC_PATH``. Goals: 1 model within
 1.2x, 100 models within 2x.
 
-``--floor`` adds two cases: bare Dagster definitions in the platform's numbers for N models
+``--floor`` adds three cases: the platform's N models with their assets and checks alone (no
+job, schedule or sensor), and bare Dagster definitions in the platform's numbers for N models
 (``bench/dagster_floor.py``): the assets and their checks alone, and everything (jobs,
-schedules, sensors too). They are what Dagster itself costs; the platform cannot load below them.
+schedules, sensors too). The last two are what Dagster itself costs.
 
 ``--sensors`` evaluates every sensor of the N-model code location once, as the daemon's tick
 would, on a fresh ``ML_PLATFORM_HOME`` with a real (temporary) Dagster instance, and prints the
@@ -46,19 +47,49 @@ LOAD = (
     "repo = d.defs().get_repository_def()\n"
     "repo.get_all_jobs(); repo.asset_graph\n"
 )
+# The platform's own assets and checks for the same specs, without any job, schedule or sensor:
+# what the load would cost if every per-model job, schedule and sensor were gone.
+LOAD_ASSETS_ONLY = (
+    "import gc\n"
+    "import dagster as dg\n"
+    "gc.freeze()\n"  # as defs() does
+    "import ml_platform.definitions as d\n"
+    "from assets.deployment import build_deployment_assets\n"
+    "from assets.feature_views import build_feature_views, build_freshness_checks\n"
+    "from assets.models import build_model_assets\n"
+    "from assets.sources import build_sources\n"
+    "from ml_platform.spec.loading import load_project\n"
+    "from resources import resources_for_deployment\n"
+    "catalog = load_project(d.PROJECT_ROOT)\n"
+    "defs = dg.Definitions(\n"
+    "    assets=[*build_sources(catalog), *build_feature_views(catalog),\n"
+    "            *build_model_assets(catalog), *build_deployment_assets(catalog)],\n"
+    "    asset_checks=build_freshness_checks(catalog),\n"
+    "    resources=resources_for_deployment(), executor=d.executor())\n"
+    "gc.freeze()\n"
+    "repo = defs.get_repository_def()\n"
+    "repo.get_all_jobs(); repo.asset_graph\n"
+)
 DAEMON_TICK_SECONDS = 30.0
 
 
-def seconds(code: str | list[str], env: dict[str, str]) -> tuple[float, float]:
+def seconds(code: str, env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU (user + system) seconds of ``python -c code`` in a fresh interpreter.
 
-    ``code`` may instead be the interpreter's arguments (a script and its options). CPU seconds
-    are what the load costs; on a shared machine they vary far less than the wall.
+    The interpreter ends with ``os._exit`` right after ``code``: tearing down what ``import
+    dagster`` built takes about a quarter of the import itself here, and it is not loading (a
+    process whose objects sit in the collector's permanent generation skips most of it, which
+    would flatter the platform's ``defs()``). CPU seconds are what the load costs; on a shared
+    machine they vary far less than the wall.
     """
-    arguments = ["-c", code] if isinstance(code, str) else code
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([sys.executable, *arguments], cwd=PROJECT_ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport os\nos._exit(0)\n"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -66,24 +97,36 @@ def seconds(code: str | list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def environment(spec_path: str, home: str) -> dict[str, str]:
-    """The process environment with this spec path and an empty ``ML_PLATFORM_HOME``."""
+    """The process environment with this spec path and an empty ``ML_PLATFORM_HOME``.
+
+    Without ``PYTHONDONTWRITEBYTECODE`` (set on this machine), so that the warm-up run writes the
+    platform's bytecode and the timed runs read it, as an installed platform (the image's ``pip
+    install``) does; compiling its modules from source would add about 65 ms to every load.
+    """
     env = {**os.environ, "ML_PLATFORM_SPEC_PATH": spec_path, "ML_PLATFORM_HOME": home}
     env.pop("ML_PLATFORM_COMPUTE_PROFILES", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
 def measure_loads(spec_dir: Path, home: str, models: int, repeats: int, floor: bool) -> None:
     """Interleave the baseline with loading 1 and ``models`` models; print medians and ratios."""
     write_model_specs(spec_dir, models - 1)
-    cases: dict[str, tuple[str | list[str], dict[str, str]]] = {
+    cases: dict[str, tuple[str, dict[str, str]]] = {
         "1 model": (LOAD, environment("", home)),
         f"{models} models": (LOAD, environment(str(spec_dir), home)),
     }
     if floor:
+        cases[f"{models} models' assets+checks only"] = (
+            LOAD_ASSETS_ONLY,
+            environment(str(spec_dir), home),
+        )
         script = str(PROJECT_ROOT / "bench" / "dagster_floor.py")
         for what, label in (("assets", "assets+checks"), ("all", "everything")):
+            argv = [script, "--models", str(models), "--what", what]
             cases[f"Dagster floor, {models} models' {label}"] = (
-                [script, "--models", str(models), "--what", what],
+                f"import runpy, sys\nsys.argv = {argv!r}\nrunpy.run_path(sys.argv[0], "
+                "run_name='__main__')",
                 environment("", home),
             )
     for code, env in cases.values():  # warm the file cache and bytecode

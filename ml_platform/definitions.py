@@ -3,7 +3,7 @@
 ``workspace.yaml`` and ``dagster_cloud.yaml`` load this module. Loading reads the YAML specs and
 builds the graph; it imports none of torch, xgboost, feast, great_expectations, evidently or
 mlflow. The pieces come from ``assets/`` (assets and jobs), ``sensors/`` (schedules and sensors)
-and ``resources/`` (per deployment).
+and ``resources/`` (per deployment), imported when the definitions are built (``defs``).
 """
 
 from __future__ import annotations
@@ -15,23 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.deployment import build_deployment_assets, build_start_canary_jobs
-from assets.feature_views import build_feature_views, build_freshness_checks
-from assets.invalid_specs import build_invalid_spec_assets
-from assets.jobs import build_jobs
-from assets.models import build_model_assets
-from assets.promotion import build_override_jobs
-from assets.sources import build_sources
 from ml_platform.core.settings import deployment
-from ml_platform.spec.loading import load_project
-from resources import resources_for_deployment
-from sensors.alerts import failure_alerts
-from sensors.automation import build_automation_sensors
-from sensors.canary import build_canary_sensors
-from sensors.champion import build_champion_sensor
-from sensors.drift import build_drift_sensors
-from sensors.new_data import build_new_data_sensors
-from sensors.schedules import build_schedules
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STRICT_ENV = "ML_PLATFORM_STRICT"
@@ -74,6 +58,23 @@ def build_definitions(
     Raises:
         DagsterInvalidDefinitionError: a spec file is invalid and ``ML_PLATFORM_STRICT=1``.
     """
+    from assets.deployment import build_deployment_assets, build_start_canary_jobs
+    from assets.feature_views import build_feature_views, build_freshness_checks
+    from assets.invalid_specs import build_invalid_spec_assets
+    from assets.jobs import build_jobs
+    from assets.models import build_model_assets
+    from assets.promotion import build_override_jobs
+    from assets.sources import build_sources
+    from ml_platform.spec.loading import load_project
+    from resources import resources_for_deployment
+    from sensors.alerts import failure_alerts
+    from sensors.automation import build_automation_sensors
+    from sensors.canary import build_canary_sensors
+    from sensors.champion import build_champion_sensor
+    from sensors.drift import build_drift_sensors
+    from sensors.new_data import build_new_data_sensors
+    from sensors.schedules import build_schedules
+
     catalog = load_project(project_root, spec_path)
     for error in catalog.errors:
         logger.error("%s", error)
@@ -111,11 +112,12 @@ def build_definitions(
 def defs() -> dg.Definitions:
     """The code location's definitions, built from the project's specs.
 
-    Dagster calls this once per process (code server, run worker, step). Before and after the
-    build, every object the process holds moves to the collector's permanent generation
-    (``gc.freeze``): Dagster's import alone leaves over 100,000 objects that live as long as the
-    process, and each full collection during the build scanned them all again (60 ms each;
-    ``bench/RESULTS.md``: a fifth of a 1-model load). Later garbage is collected as before.
+    Dagster calls this once per process (code server, run worker, step). Before the platform's
+    modules are imported and the definitions built, and again after, every object the process
+    holds moves to the collector's permanent generation (``gc.freeze``): Dagster's import alone
+    leaves over 100,000 objects that live as long as the process, and each full collection
+    while the platform loaded scanned them all again (60 ms each here; ``bench/RESULTS.md``).
+    Later garbage is collected as before.
     """
     gc.freeze()
     definitions = build_definitions()
