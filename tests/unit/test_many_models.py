@@ -135,24 +135,22 @@ def test_scoped_jobs_resolve_as_dagster_resolves_them(
         ours = job.resolve(graph, None, resources)
         dagsters = UnresolvedAssetJobDefinition.resolve(job, graph, None, resources)
         assert ours.get_job_snapshot_id() == dagsters.get_job_snapshot_id(), job.name
-        for layer in (ours.asset_layer, dagsters.asset_layer):
-            assert layer.selected_asset_keys == dagsters.asset_layer.selected_asset_keys
-            assert layer.asset_graph.get_all_asset_keys() == (
-                dagsters.asset_layer.asset_graph.get_all_asset_keys()
-            )
-            assert layer.asset_graph.asset_check_keys == (
-                dagsters.asset_layer.asset_graph.asset_check_keys
-            )
-            assert layer.asset_graph.executable_asset_keys == (
-                dagsters.asset_layer.asset_graph.executable_asset_keys
-            )
+        layer, expected = ours.asset_layer, dagsters.asset_layer
+        assert layer.selected_asset_keys == expected.selected_asset_keys, job.name
+        assert layer.asset_graph.get_all_asset_keys() == (
+            expected.asset_graph.get_all_asset_keys()
+        ), job.name
+        assert layer.asset_graph.asset_check_keys == expected.asset_graph.asset_check_keys, job.name
+        assert layer.asset_graph.executable_asset_keys == (
+            expected.asset_graph.executable_asset_keys
+        ), job.name
     # A run of part of a job (as the UI launches one) resolves on the scope alike.
     name = documents[3]["name"]
     training = repo.get_job(training_job_name(name))
     part = {model_key(name, "model"), model_key(name, "evaluation")}
     subset = training.get_subset(asset_selection=part)
     assert subset.asset_layer.selected_asset_keys == part
-    assert {key for key in subset.asset_layer.asset_graph.asset_check_keys} >= {
+    assert subset.asset_layer.asset_graph.asset_check_keys >= {
         key for key in graph.asset_check_keys if key.asset_key in part
     }
 
